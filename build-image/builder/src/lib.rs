@@ -1,0 +1,171 @@
+//! The trusted part of a build task: fetch the source, plan the build, run the user's
+//! commands in the sandbox, upload the output, and report every step.
+
+pub mod report;
+pub mod sandbox;
+pub mod source;
+pub mod upload;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use deploysphere_adapters::s3::{ObjectStore, S3Config};
+use deploysphere_core::{BuildEventKind, BuildSpec, LogStream, detect_plan, validate};
+use tokio::sync::mpsc;
+
+use crate::report::Reporter;
+use crate::sandbox::{Exit, Sandbox, WORKSPACE};
+
+/// Where a build task runs, from its environment.
+#[derive(Debug, Clone)]
+pub struct BuilderConfig {
+    pub kafka_brokers: String,
+    pub s3: S3Config,
+    /// Parent of each build's work folder.
+    pub work_dir: PathBuf,
+    /// Local mode: local paths and `file://` git URLs are allowed.
+    pub allow_local_sources: bool,
+}
+
+/// Why a build failed, as shown to the user.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+/// Runs the whole build and reports its end: `Finished` or `Failed`. Returns an error
+/// only when the final report itself could not be delivered.
+pub async fn run(spec: &BuildSpec, config: &BuilderConfig) -> anyhow::Result<bool> {
+    let secrets: Vec<String> = spec.env.values().filter(|v| v.secret).map(|v| v.value.clone()).collect();
+    let mut reporter = Reporter::new(&config.kafka_brokers, &spec.deployment_id, &spec.project_id, secrets)?;
+    reporter.event(BuildEventKind::Started).await?;
+    let work = config.work_dir.join(&spec.deployment_id);
+    let started = Instant::now();
+    let outcome = build(spec, config, &work, &mut reporter).await;
+    let _ = std::fs::remove_dir_all(&work);
+    let succeeded = outcome.is_ok();
+    let final_event = match outcome {
+        Ok(stats) => {
+            reporter
+                .system(format!(
+                    "Deployed {} files ({} bytes, {} new blobs) in {:.1} s",
+                    stats.files,
+                    stats.bytes,
+                    stats.blobs_uploaded,
+                    started.elapsed().as_secs_f64()
+                ))
+                .await;
+            BuildEventKind::Finished {
+                manifest_key: stats.manifest_key,
+                files: stats.files,
+                bytes: stats.bytes,
+                blobs_uploaded: stats.blobs_uploaded,
+            }
+        }
+        Err(Failure(reason)) => {
+            reporter.system(format!("Build failed: {reason}")).await;
+            BuildEventKind::Failed { reason }
+        }
+    };
+    let undelivered = reporter.finish().await;
+    if undelivered > 0 {
+        eprintln!("[builder] {undelivered} of {} log lines could not be delivered", reporter.lines_sent());
+    }
+    reporter.event(final_event).await?;
+    Ok(succeeded)
+}
+
+async fn build(spec: &BuildSpec, config: &BuilderConfig, work: &Path, reporter: &mut Reporter) -> Result<upload::UploadStats, Failure> {
+    let fail = |message: String| Failure(message);
+    let deadline = Instant::now() + Duration::from_secs(spec.limits.timeout_seconds);
+    let source = validate::git_url(&spec.git_url, config.allow_local_sources).map_err(|e| fail(e.to_string()))?;
+    validate::git_ref("ref", &spec.git_ref).map_err(|e| fail(e.to_string()))?;
+
+    let checkout = work.join("src");
+    reporter.system(format!("Cloning {} ({})", source.url(), spec.git_ref)).await;
+    let commit = source::checkout(reporter, source.url(), &spec.git_ref, &checkout, &work.join("git-home"))
+        .await
+        .map_err(|e| fail(format!("could not clone the repository: {e}")))?
+        .map_err(|e| fail(format!("could not clone {} at {}: {e}", source.url(), spec.git_ref)))?;
+    reporter.system(format!("Checked out commit {commit}")).await;
+
+    let checkout = checkout.canonicalize().map_err(|e| fail(e.to_string()))?;
+    let root_rel = spec.settings.root_dir.clone().unwrap_or_else(|| ".".into());
+    let root = checkout
+        .join(&root_rel)
+        .canonicalize()
+        .ok()
+        .filter(|p| p.starts_with(&checkout) && p.is_dir())
+        .ok_or_else(|| fail(format!("root_dir {root_rel:?} is not a folder of the repository")))?;
+    let plan = detect_plan(&source::FsTree::new(&root), &spec.settings).map_err(|e| fail(e.to_string()))?;
+    reporter
+        .system(format!(
+            "Detected {}: install {:?}, build {:?}, output {:?}",
+            plan.framework,
+            plan.install_command.as_deref().unwrap_or("(none)"),
+            plan.build_command.as_deref().unwrap_or("(none)"),
+            plan.output_dir
+        ))
+        .await;
+    let _ = reporter
+        .event(BuildEventKind::Planned { commit_sha: commit.clone(), plan: plan.clone() })
+        .await;
+
+    let commands: Vec<(&str, &String)> = [("install", &plan.install_command), ("build", &plan.build_command)]
+        .into_iter()
+        .filter_map(|(name, command)| command.as_ref().map(|c| (name, c)))
+        .collect();
+    if !commands.is_empty() {
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+            ("HOME".into(), "/tmp/home".into()),
+            ("CI".into(), "1".into()),
+            ("DEPLOYSPHERE".into(), "1".into()),
+            ("LANG".into(), "C.UTF-8".into()),
+        ];
+        if Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+            env.push(("NODE_EXTRA_CA_CERTS".into(), "/etc/ssl/certs/ca-certificates.crt".into()));
+        }
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.value.clone())));
+        let sandbox = Sandbox::new(&spec.deployment_id, &checkout, env, &spec.limits)
+            .map_err(|e| fail(format!("could not prepare the sandbox: {e}")))?;
+        reporter.system(sandbox.describe(&spec.limits)).await;
+        let workdir = Path::new(WORKSPACE)
+            .join(root.strip_prefix(&checkout).unwrap_or(Path::new("")))
+            .display()
+            .to_string();
+        for (name, command) in commands {
+            reporter.system(format!("Running {name} command: {command}")).await;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let (tx, mut rx) = mpsc::channel::<(LogStream, String)>(1024);
+            let run = sandbox.run(command, &workdir, remaining, tx);
+            tokio::pin!(run);
+            let exit = loop {
+                tokio::select! {
+                    Some((stream, line)) = rx.recv() => reporter.line(stream, &line).await,
+                    exit = &mut run => break exit,
+                }
+            };
+            while let Ok((stream, line)) = rx.try_recv() {
+                reporter.line(stream, &line).await;
+            }
+            match exit {
+                Ok(Exit::Code(0)) => {}
+                Ok(exit) => return Err(fail(format!("the {name} command {exit}"))),
+                Err(e) => return Err(fail(format!("the {name} command could not run: {e}"))),
+            }
+        }
+    }
+
+    let output = root.join(&plan.output_dir);
+    let files = upload::collect(&output).map_err(|e| {
+        if output.exists() { fail(e) } else { fail(format!("the output folder {:?} does not exist after the build", plan.output_dir)) }
+    })?;
+    if files.is_empty() {
+        return Err(fail(format!("the output folder {:?} is empty", plan.output_dir)));
+    }
+    let _ = reporter.event(BuildEventKind::Uploading).await;
+    reporter.system(format!("Uploading {} files", files.len())).await;
+    let store = ObjectStore::new(&config.s3);
+    upload::upload(&store, &spec.deployment_id, files)
+        .await
+        .map_err(|e| fail(format!("upload failed: {e}")))
+}

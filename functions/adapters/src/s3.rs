@@ -1,0 +1,157 @@
+//! S3: content-addressed blobs and per-deployment manifests. Works against AWS S3 and
+//! any S3-compatible server on loopback (endpoint override, path-style addressing).
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use deploysphere_core::manifest::{blob_key, manifest_key};
+use deploysphere_core::Manifest;
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// e.g. `http://127.0.0.1:19000`; `None` for AWS's own endpoint.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object store: {0}")]
+    Service(String),
+    #[error("object {0} is not valid: {1}")]
+    Invalid(String, String),
+}
+
+fn service_error<E: std::fmt::Debug>(context: &str) -> impl FnOnce(E) -> StoreError + '_ {
+    move |e| StoreError::Service(format!("{context}: {e:?}"))
+}
+
+#[derive(Clone)]
+pub struct ObjectStore {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl ObjectStore {
+    pub fn new(config: &S3Config) -> Self {
+        let credentials = Credentials::new(&config.access_key, &config.secret_key, None, None, "deploysphere");
+        let mut builder = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(config.region.clone()))
+            .credentials_provider(credentials)
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .force_path_style(true);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        ObjectStore {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            bucket: config.bucket.clone(),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Creates the bucket if it does not exist yet.
+    pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
+        if self.client.head_bucket().bucket(&self.bucket).send().await.is_ok() {
+            return Ok(());
+        }
+        self.client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(service_error("create bucket"))
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
+            Err(e) => Err(StoreError::Service(format!("head {key}: {e:?}"))),
+        }
+    }
+
+    pub async fn blob_exists(&self, sha256_hex: &str) -> Result<bool, StoreError> {
+        self.exists(&blob_key(sha256_hex)).await
+    }
+
+    pub async fn put(
+        &self,
+        key: &str,
+        body: ByteStream,
+        content_type: &str,
+        cache_control: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body)
+            .content_type(content_type)
+            .set_cache_control(cache_control.map(str::to_string))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(service_error(key))
+    }
+
+    /// Reads a whole object; `None` when it does not exist.
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let output = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(output) => output,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(StoreError::Service(format!("get {key}: {e:?}"))),
+        };
+        let body = output
+            .body
+            .collect()
+            .await
+            .map_err(service_error(key))?;
+        Ok(Some(body.into_bytes()))
+    }
+
+    pub async fn put_manifest(&self, manifest: &Manifest) -> Result<String, StoreError> {
+        let key = manifest_key(&manifest.deployment_id);
+        let body = serde_json::to_vec(manifest).map_err(|e| StoreError::Invalid(key.clone(), e.to_string()))?;
+        self.put(&key, ByteStream::from(body), "application/json", Some("no-cache"))
+            .await?;
+        Ok(key)
+    }
+
+    pub async fn get_manifest(&self, key: &str) -> Result<Option<Manifest>, StoreError> {
+        let Some(bytes) = self.get(key).await? else { return Ok(None) };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Invalid(key.to_string(), e.to_string()))
+    }
+
+    /// Lists keys under a prefix (tests and tooling).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(service_error("list"))?;
+            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+            token = page.next_continuation_token().map(str::to_string);
+            if token.is_none() {
+                return Ok(keys);
+            }
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Request handlers. Each checks its input before it changes anything.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use deploysphere_adapters::pg::{Deployment, Project};
+use deploysphere_core::{BuildSettings, DeploymentState, EnvVar, validate};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::auth::{Auth, hash_token, new_token};
+use crate::error::ApiError;
+use crate::views::{DeploymentView, LogLineView, ProjectView};
+use crate::AppState;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Parses a JSON body whatever its Content-Type, naming the bad field on error.
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn parse_uuid(id: &str, what: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(id).map_err(|_| ApiError::not_found(what))
+}
+
+async fn owned_project(state: &AppState, auth: &Auth, id_or_slug: &str) -> ApiResult<Project> {
+    state
+        .db
+        .project(auth.0.id, id_or_slug)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project"))
+}
+
+async fn owned_deployment(state: &AppState, auth: &Auth, id: &str) -> ApiResult<Deployment> {
+    let id = parse_uuid(id, "deployment")?;
+    state
+        .db
+        .deployment_of(auth.0.id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("deployment"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateAccount {
+    name: String,
+}
+
+pub async fn create_account(State(state): State<AppState>, auth: Auth, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+    if !auth.0.is_admin {
+        return Err(ApiError::forbidden("only the admin token can create accounts"));
+    }
+    let request: CreateAccount = parse_body(&body)?;
+    let name = request.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError::bad_request("name: must be 1 to 100 characters"));
+    }
+    let token = new_token();
+    let account = state.db.create_account(name, false, &hash_token(&token)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": account.id.to_string(), "name": account.name, "token": token})),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateProject {
+    name: String,
+    git_url: String,
+    #[serde(default)]
+    branch: Option<String>,
+    #[serde(default)]
+    build: Option<BuildSettings>,
+    #[serde(default)]
+    env: Option<BTreeMap<String, EnvVar>>,
+}
+
+fn validate_build(build: &BuildSettings) -> ApiResult<()> {
+    if let Some(dir) = &build.root_dir {
+        validate::relative_dir("build.root_dir", dir)?;
+    }
+    if let Some(dir) = &build.output_dir {
+        validate::relative_dir("build.output_dir", dir)?;
+    }
+    if let Some(command) = &build.install_command {
+        validate::command("build.install_command", command)?;
+    }
+    if let Some(command) = &build.build_command {
+        validate::command("build.build_command", command)?;
+    }
+    if let Some(timeout) = build.timeout_seconds {
+        if !(10..=6 * 3600).contains(&timeout) {
+            return Err(ApiError::bad_request("build.timeout_seconds: must be between 10 and 21600"));
+        }
+    }
+    Ok(())
+}
+
+pub async fn create_project(State(state): State<AppState>, auth: Auth, body: Bytes) -> ApiResult<(StatusCode, Json<ProjectView>)> {
+    let request: CreateProject = parse_body(&body)?;
+    validate::project_name(&request.name)?;
+    let name = request.name.trim();
+    let source = validate::git_url(&request.git_url, state.config.allow_local_sources)?;
+    if let Some(branch) = &request.branch {
+        validate::git_ref("branch", branch)?;
+    }
+    let build = request.build.unwrap_or_default();
+    validate_build(&build)?;
+    let env = request.env.unwrap_or_default();
+    if env.len() > 200 {
+        return Err(ApiError::bad_request("env: at most 200 variables"));
+    }
+    for (key, var) in &env {
+        validate::env_key(key)?;
+        validate::env_value(key, &var.value)?;
+    }
+    let existing = state.db.list_projects(auth.0.id).await?;
+    if existing.iter().any(|p| p.name.eq_ignore_ascii_case(name)) {
+        return Err(ApiError::conflict(format!("a project named {name:?} already exists")));
+    }
+    let base = validate::slugify(name)?;
+    for attempt in 1..=50 {
+        let slug = if attempt == 1 { base.clone() } else { format!("{base}-{attempt}") };
+        if state.db.slug_taken(&slug).await? {
+            continue;
+        }
+        match state
+            .db
+            .insert_project(auth.0.id, name, &slug, source.url(), request.branch.as_deref(), &build, &env)
+            .await
+        {
+            Ok(project) => {
+                return Ok((StatusCode::CREATED, Json(ProjectView::new(&project, &state.config.sites))));
+            }
+            Err(e) if e.is_unique_violation() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::conflict("no free slug for this name; choose another name"))
+}
+
+pub async fn list_projects(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
+    let projects = state.db.list_projects(auth.0.id).await?;
+    let views: Vec<ProjectView> = projects.iter().map(|p| ProjectView::new(p, &state.config.sites)).collect();
+    Ok(Json(json!({ "projects": views })))
+}
+
+pub async fn get_project(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<ProjectView>> {
+    let project = owned_project(&state, &auth, &id).await?;
+    Ok(Json(ProjectView::new(&project, &state.config.sites)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CreateDeployment {
+    #[serde(default, rename = "ref")]
+    git_ref: Option<String>,
+}
+
+pub async fn create_deployment(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<DeploymentView>)> {
+    let project = owned_project(&state, &auth, &id).await?;
+    let request: CreateDeployment = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateDeployment::default()
+    } else {
+        parse_body(&body)?
+    };
+    if let Some(git_ref) = &request.git_ref {
+        validate::git_ref("ref", git_ref)?;
+    }
+    let git_ref = request
+        .git_ref
+        .or_else(|| project.branch.clone())
+        .unwrap_or_else(|| "HEAD".to_string());
+    let deployment = state.db.insert_deployment(&project, &git_ref).await?;
+    state.deployments.schedule().await?;
+    let deployment = state.db.deployment(deployment.id).await?.unwrap_or(deployment);
+    Ok((StatusCode::ACCEPTED, Json(DeploymentView::new(&deployment, &state.config.sites))))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    limit: Option<i64>,
+}
+
+pub async fn list_deployments(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: must be between 1 and 1000"));
+    }
+    let project = owned_project(&state, &auth, &id).await?;
+    let deployments = state.db.list_deployments(project.id, limit).await?;
+    let views: Vec<DeploymentView> = deployments.iter().map(|d| DeploymentView::new(d, &state.config.sites)).collect();
+    Ok(Json(json!({ "deployments": views })))
+}
+
+pub async fn get_deployment(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<DeploymentView>> {
+    let deployment = owned_deployment(&state, &auth, &id).await?;
+    Ok(Json(DeploymentView::new(&deployment, &state.config.sites)))
+}
+
+pub async fn cancel_deployment(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<DeploymentView>> {
+    let deployment = owned_deployment(&state, &auth, &id).await?;
+    if deployment.state.is_final() {
+        return Err(ApiError::conflict(format!(
+            "deployment is {}; only QUEUED, BUILDING or UPLOADING deployments can be canceled",
+            deployment.state
+        )));
+    }
+    let deployment = state.deployments.cancel(deployment.id).await?;
+    Ok(Json(DeploymentView::new(&deployment, &state.config.sites)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Promote {
+    deployment_id: String,
+}
+
+pub async fn promote(State(state): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+    let project = owned_project(&state, &auth, &id).await?;
+    let request: Promote = parse_body(&body)?;
+    let deployment_id = Uuid::parse_str(&request.deployment_id)
+        .map_err(|_| ApiError::bad_request("deployment_id: must be a deployment id (UUID)"))?;
+    let deployment = state
+        .db
+        .deployment_of(auth.0.id, deployment_id)
+        .await?
+        .filter(|d| d.project_id == project.id)
+        .ok_or_else(|| ApiError::not_found("deployment"))?;
+    if deployment.state != DeploymentState::Ready {
+        return Err(ApiError::conflict(format!(
+            "deployment is {}; only READY deployments can be promoted",
+            deployment.state
+        )));
+    }
+    if !state.db.promote(project.id, deployment.id).await? {
+        return Err(ApiError::conflict("deployment is no longer READY"));
+    }
+    let project = owned_project(&state, &auth, &id).await?;
+    let deployment = state.db.deployment(deployment.id).await?.unwrap_or(deployment);
+    Ok(Json(json!({
+        "project": ProjectView::new(&project, &state.config.sites),
+        "deployment": DeploymentView::new(&deployment, &state.config.sites),
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct LogsQuery {
+    after_seq: Option<u64>,
+    limit: Option<u64>,
+}
+
+pub async fn deployment_logs(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    query: Result<Query<LogsQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = query.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: must be between 1 and 10000"));
+    }
+    let after_seq = query.after_seq.unwrap_or(0);
+    let deployment = owned_deployment(&state, &auth, &id).await?;
+    let lines = state
+        .logs
+        .lines(&deployment.id.to_string(), after_seq, limit)
+        .await
+        .map_err(|e| ApiError::unavailable("log store", &e))?;
+    let next_after_seq = lines.last().map_or(after_seq, |line| line.seq);
+    let lines: Vec<LogLineView> = lines.into_iter().map(LogLineView::from).collect();
+    Ok(Json(json!({ "lines": lines, "next_after_seq": next_after_seq })))
+}

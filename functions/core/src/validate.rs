@@ -1,0 +1,256 @@
+//! Validation of user input. Each check names the field and says what is allowed.
+
+use crate::error::InputError;
+
+/// Longest slug; leaves room for `-<8 chars>` within a 63-byte DNS label.
+pub const MAX_SLUG_LEN: usize = 48;
+
+/// A DNS-safe slug from a project name: lowercase ASCII letters, digits and single
+/// dashes. A name that ends like a deployment host (`-` + 8 hex characters) gets a
+/// `-site` suffix so that `<slug>.<domain>` and `<slug>-<id>.<domain>` never collide.
+pub fn slugify(name: &str) -> Result<String, InputError> {
+    let mut slug = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    slug.truncate(MAX_SLUG_LEN);
+    while slug.ends_with('-') {
+        slug.pop();
+    }
+    if slug.is_empty() {
+        return Err(InputError::new(
+            "name",
+            "must contain at least one ASCII letter or digit",
+        ));
+    }
+    if looks_like_deployment_suffix(&slug) {
+        slug.truncate(MAX_SLUG_LEN - 5);
+        slug.push_str("-site");
+    }
+    Ok(slug)
+}
+
+/// True when `slug` ends in `-` followed by 8 hex characters.
+pub fn looks_like_deployment_suffix(slug: &str) -> bool {
+    let bytes = slug.as_bytes();
+    bytes.len() > 9
+        && bytes[bytes.len() - 9] == b'-'
+        && bytes[bytes.len() - 8..].iter().all(u8::is_ascii_hexdigit)
+}
+
+pub fn project_name(name: &str) -> Result<(), InputError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || trimmed.len() > 100 {
+        return Err(InputError::new("name", "must be 1 to 100 characters"));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(InputError::new("name", "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// Environment variable names: `[A-Za-z_][A-Za-z0-9_]*`, at most 256 bytes.
+pub fn env_key(key: &str) -> Result<(), InputError> {
+    let field = format!("env.{key}");
+    let mut chars = key.chars();
+    let valid_start = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !valid_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || key.len() > 256 {
+        return Err(InputError::new(
+            field,
+            "names must match [A-Za-z_][A-Za-z0-9_]* (at most 256 characters)",
+        ));
+    }
+    Ok(())
+}
+
+pub fn env_value(key: &str, value: &str) -> Result<(), InputError> {
+    if value.len() > 64 * 1024 || value.contains('\0') {
+        return Err(InputError::new(
+            format!("env.{key}"),
+            "values must be at most 64 KiB and contain no NUL byte",
+        ));
+    }
+    Ok(())
+}
+
+/// A folder inside the repository: relative, no `..`, no NUL.
+pub fn relative_dir(field: &str, dir: &str) -> Result<(), InputError> {
+    let bad = dir.is_empty()
+        || dir.len() > 1024
+        || dir.starts_with('/')
+        || dir.contains('\0')
+        || dir.contains('\\')
+        || dir.split('/').any(|part| part == "..");
+    if bad {
+        return Err(InputError::new(
+            field,
+            "must be a relative folder inside the repository, without '..' (e.g. \"dist\" or \"apps/web\")",
+        ));
+    }
+    Ok(())
+}
+
+pub fn command(field: &str, command: &str) -> Result<(), InputError> {
+    if command.len() > 4096 || command.contains('\0') {
+        return Err(InputError::new(field, "must be at most 4096 bytes without NUL"));
+    }
+    Ok(())
+}
+
+/// A branch, tag or commit name as git accepts it, without options or odd characters.
+pub fn git_ref(field: &str, name: &str) -> Result<(), InputError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_./+@".contains(c);
+    let bad = name.is_empty()
+        || name.len() > 255
+        || name.starts_with('-')
+        || name.starts_with('/')
+        || name.ends_with('/')
+        || name.ends_with(".lock")
+        || name.contains("..")
+        || name.contains("@{")
+        || name.contains("//")
+        || !name.chars().all(allowed);
+    if bad {
+        return Err(InputError::new(
+            field,
+            "must be a branch, tag or commit name (letters, digits and -_./+@; not starting with '-')",
+        ));
+    }
+    Ok(())
+}
+
+/// Where a build's source comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GitSource {
+    /// An https (or, locally, http) URL.
+    Remote(String),
+    /// A repository on this machine (local mode only), as a `file://` URL.
+    Local(String),
+}
+
+impl GitSource {
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Remote(url) | Self::Local(url) => url,
+        }
+    }
+}
+
+/// Checks a git URL. `allow_local` (local mode) also accepts `http://`, absolute paths
+/// and `file://` URLs; cloud mode accepts only `https://` to public hosts.
+pub fn git_url(url: &str, allow_local: bool) -> Result<GitSource, InputError> {
+    let field = "git_url";
+    if url.is_empty() || url.len() > 2048 || url.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(InputError::new(field, "must be a non-empty URL without spaces or control characters"));
+    }
+    if url.starts_with('-') {
+        return Err(InputError::new(field, "must not start with '-'"));
+    }
+    if let Some(rest) = url.strip_prefix("https://").or_else(|| {
+        allow_local.then(|| url.strip_prefix("http://")).flatten()
+    }) {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = authority.rsplit('@').next().unwrap_or("");
+        let host = host.split(':').next().unwrap_or("");
+        if host.is_empty() || rest.len() == authority.len() {
+            return Err(InputError::new(field, "must name a host and a repository path, e.g. https://github.com/owner/repo.git"));
+        }
+        if !allow_local && is_private_host(host) {
+            return Err(InputError::new(field, "must point to a public host (no loopback, link-local or private addresses)"));
+        }
+        return Ok(GitSource::Remote(url.to_string()));
+    }
+    if allow_local {
+        if let Some(path) = url.strip_prefix("file://") {
+            if path.starts_with('/') {
+                return Ok(GitSource::Local(url.to_string()));
+            }
+        } else if url.starts_with('/') {
+            return Ok(GitSource::Local(format!("file://{url}")));
+        }
+        return Err(InputError::new(field, "must be an https:// or http:// URL, a file:// URL or an absolute path"));
+    }
+    Err(InputError::new(field, "must be an https:// URL, e.g. https://github.com/owner/repo.git"))
+}
+
+fn is_private_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    if host == "localhost" || host.ends_with(".localhost") || host.ends_with(".internal") || host.ends_with(".local") {
+        return true;
+    }
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return match ip {
+            std::net::IpAddr::V4(v4) => {
+                v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
+                    || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1])
+            }
+            std::net::IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+            }
+        };
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_dns_safe() {
+        assert_eq!(slugify("My Site!").unwrap(), "my-site");
+        assert_eq!(slugify("  --Ünïcode__Blog--").unwrap(), "n-code-blog");
+        assert!(slugify("!!!").is_err());
+        let long = slugify(&"a".repeat(200)).unwrap();
+        assert_eq!(long.len(), MAX_SLUG_LEN);
+    }
+
+    #[test]
+    fn slug_never_looks_like_a_deployment_host() {
+        let slug = slugify("shop-deadbeef").unwrap();
+        assert_eq!(slug, "shop-deadbeef-site");
+        assert!(!looks_like_deployment_suffix(&slug));
+    }
+
+    #[test]
+    fn git_urls_in_cloud_and_local_mode() {
+        assert!(git_url("https://github.com/a/b.git", false).is_ok());
+        assert!(git_url("http://github.com/a/b.git", false).is_err());
+        assert!(git_url("file:///srv/repo", false).is_err());
+        assert!(git_url("https://127.0.0.1/a.git", false).is_err());
+        assert!(git_url("https://169.254.169.254/latest", false).is_err());
+        assert!(git_url("https://10.1.2.3/a.git", false).is_err());
+        assert!(git_url("https://github.com", false).is_err());
+        assert!(git_url("--upload-pack=evil", true).is_err());
+        assert!(git_url("ssh://git@host/a.git", true).is_err());
+        assert_eq!(git_url("/srv/repo", true).unwrap(), GitSource::Local("file:///srv/repo".into()));
+        assert_eq!(git_url("file:///srv/repo", true).unwrap().url(), "file:///srv/repo");
+    }
+
+    #[test]
+    fn refs_and_dirs() {
+        assert!(git_ref("ref", "main").is_ok());
+        assert!(git_ref("ref", "feature/x-1").is_ok());
+        assert!(git_ref("ref", "v1.2.3").is_ok());
+        assert!(git_ref("ref", "--upload-pack=x").is_err());
+        assert!(git_ref("ref", "a..b").is_err());
+        assert!(git_ref("ref", "a b").is_err());
+        assert!(relative_dir("output_dir", "dist").is_ok());
+        assert!(relative_dir("output_dir", "apps/web/dist").is_ok());
+        assert!(relative_dir("output_dir", "../etc").is_err());
+        assert!(relative_dir("output_dir", "/etc").is_err());
+    }
+
+    #[test]
+    fn env_keys() {
+        assert!(env_key("API_URL").is_ok());
+        assert!(env_key("_X1").is_ok());
+        assert!(env_key("1X").is_err());
+        assert!(env_key("A-B").is_err());
+        assert!(env_key("").is_err());
+    }
+}

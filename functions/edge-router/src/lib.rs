@@ -1,0 +1,255 @@
+//! Site routing: which deployment a host names, and which file of its manifest a
+//! request path names. Pure functions over strings and the manifest, free of tokio
+//! and I/O, so the same code runs in the local proxy and, compiled to wasm32, in the
+//! Lambda@Edge handler.
+//!
+//! A request goes through three named steps, each testable alone:
+//! [`parse_host`] -> [`normalize_path`] -> [`resolve`].
+
+use deploysphere_core::{Manifest, ManifestEntry};
+use percent_encoding::percent_decode_str;
+
+/// Number of deployment-id characters in an immutable deployment host.
+pub const SHORT_ID_LEN: usize = 8;
+
+/// What a host names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostTarget {
+    /// `<slug>.<domain>`: the project's production alias.
+    Production { slug: String },
+    /// `<slug>-<short id>.<domain>`: one immutable deployment.
+    Deployment { slug: String, short_id: String },
+}
+
+/// Parses a `Host` header (port allowed, any case) under `domain` (e.g. `localhost`).
+/// Returns `None` for a host outside the domain or with more than one label before it.
+pub fn parse_host(host: &str, domain: &str) -> Option<HostTarget> {
+    let host = host.trim().trim_end_matches('.');
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let host = host.to_ascii_lowercase();
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let label = host.strip_suffix(&domain)?.strip_suffix('.')?;
+    let valid = !label.is_empty()
+        && label.len() <= 63
+        && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-');
+    if !valid {
+        return None;
+    }
+    if let Some((slug, short_id)) = label.rsplit_once('-') {
+        if short_id.len() == SHORT_ID_LEN && short_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Some(HostTarget::Deployment {
+                slug: slug.to_string(),
+                short_id: short_id.to_string(),
+            });
+        }
+    }
+    Some(HostTarget::Production {
+        slug: label.to_string(),
+    })
+}
+
+/// Why a request path was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathError {
+    /// Not valid UTF-8 after percent-decoding, or holds a NUL or backslash.
+    Malformed,
+}
+
+/// Decodes and normalizes a request target (`/a/%2e%2e/b?x=1` -> `/b`). The query
+/// and fragment are dropped, percent escapes decoded once, `.` and `..` segments
+/// resolved (never above the root), repeated slashes folded. A trailing slash is kept:
+/// it asks for a folder's `index.html`.
+pub fn normalize_path(target: &str) -> Result<String, PathError> {
+    let raw = target.split(['?', '#']).next().unwrap_or("");
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| PathError::Malformed)?;
+    if decoded.contains('\0') || decoded.contains('\\') {
+        return Err(PathError::Malformed);
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    let wants_folder = decoded.ends_with('/')
+        || decoded.ends_with("/.")
+        || decoded.ends_with("/..")
+        || decoded == "."
+        || decoded == "..";
+    let mut path = String::with_capacity(decoded.len() + 1);
+    for part in &parts {
+        path.push('/');
+        path.push_str(part);
+    }
+    if path.is_empty() || wants_folder {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+/// Per-site routing options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteOptions {
+    /// Serve `/index.html` (status 200) for paths that match no file: single-page apps.
+    pub spa_fallback: bool,
+}
+
+/// Which file answers a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved<'m> {
+    File {
+        /// The manifest path that was found (e.g. `/about.html` for `/about`).
+        path: String,
+        entry: &'m ManifestEntry,
+        /// 200, or 404 when this is the site's own `404.html`.
+        status: u16,
+    },
+    /// No file and no `404.html`: a plain 404.
+    NotFound,
+}
+
+/// Resolves a normalized path on a manifest: the exact file, the folder's
+/// `index.html`, the clean URL (`/about` -> `/about.html`), the SPA fallback if on,
+/// then the site's `/404.html` with status 404, else [`Resolved::NotFound`].
+pub fn resolve<'m>(manifest: &'m Manifest, path: &str, options: &RouteOptions) -> Resolved<'m> {
+    let found = |candidate: String, status: u16| {
+        manifest.get(&candidate).map(|entry| Resolved::File {
+            path: candidate,
+            entry,
+            status,
+        })
+    };
+    let direct = if path.ends_with('/') {
+        found(format!("{path}index.html"), 200)
+    } else {
+        found(path.to_string(), 200)
+            .or_else(|| found(format!("{path}/index.html"), 200))
+            .or_else(|| found(format!("{path}.html"), 200))
+    };
+    direct
+        .or_else(|| {
+            options
+                .spa_fallback
+                .then(|| found("/index.html".to_string(), 200))
+                .flatten()
+        })
+        .or_else(|| found("/404.html".to_string(), 404))
+        .unwrap_or(Resolved::NotFound)
+}
+
+/// The strong ETag of a file: its content hash.
+pub fn etag(entry: &ManifestEntry) -> String {
+    format!("\"{}\"", entry.blob)
+}
+
+/// Whether an `If-None-Match` header matches `etag` (a list, `*`, weak forms).
+pub fn if_none_match(header: &str, etag: &str) -> bool {
+    let bare = etag.trim_start_matches("W/");
+    header.split(',').map(str::trim).any(|candidate| {
+        candidate == "*" || candidate.trim_start_matches("W/") == bare
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(blob: &str) -> ManifestEntry {
+        ManifestEntry {
+            blob: blob.into(),
+            size: 1,
+            content_type: "text/html; charset=utf-8".into(),
+            cache_control: "public, max-age=0, must-revalidate".into(),
+        }
+    }
+
+    fn manifest(paths: &[&str]) -> Manifest {
+        Manifest {
+            deployment_id: "d".into(),
+            files: paths.iter().map(|p| (p.to_string(), entry(p))).collect(),
+        }
+    }
+
+    fn resolved_path(m: &Manifest, path: &str, options: &RouteOptions) -> Option<(String, u16)> {
+        match resolve(m, path, options) {
+            Resolved::File { path, status, .. } => Some((path, status)),
+            Resolved::NotFound => None,
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        let prod = |s: &str| Some(HostTarget::Production { slug: s.into() });
+        assert_eq!(parse_host("blog.localhost:8000", "localhost"), prod("blog"));
+        assert_eq!(parse_host("BLOG.LocalHost", "localhost"), prod("blog"));
+        assert_eq!(parse_host("my-blog.example.com.", "example.com"), prod("my-blog"));
+        assert_eq!(
+            parse_host("my-blog-0a1b2c3d.localhost:8000", "localhost"),
+            Some(HostTarget::Deployment { slug: "my-blog".into(), short_id: "0a1b2c3d".into() })
+        );
+        assert_eq!(parse_host("localhost:8000", "localhost"), None);
+        assert_eq!(parse_host("a.b.localhost", "localhost"), None);
+        assert_eq!(parse_host("evil.com", "localhost"), None);
+        assert_eq!(parse_host("xlocalhost", "localhost"), None);
+        assert_eq!(parse_host("-x.localhost", "localhost"), None);
+        assert_eq!(parse_host("a_b.localhost", "localhost"), None);
+    }
+
+    #[test]
+    fn paths_never_leave_the_root() {
+        assert_eq!(normalize_path("/").unwrap(), "/");
+        assert_eq!(normalize_path("").unwrap(), "/");
+        assert_eq!(normalize_path("/a/b?x=1#f").unwrap(), "/a/b");
+        assert_eq!(normalize_path("/a//b/").unwrap(), "/a/b/");
+        assert_eq!(normalize_path("/../../etc/passwd").unwrap(), "/etc/passwd");
+        assert_eq!(normalize_path("/a/%2e%2e/%2E%2E/etc/passwd").unwrap(), "/etc/passwd");
+        assert_eq!(normalize_path("/a/%2F..%2F..%2Fb").unwrap(), "/b");
+        assert_eq!(normalize_path("/a/..").unwrap(), "/");
+        assert_eq!(normalize_path("/hello%20world.html").unwrap(), "/hello world.html");
+        assert_eq!(normalize_path("/%00"), Err(PathError::Malformed));
+        assert_eq!(normalize_path("/%ff"), Err(PathError::Malformed));
+        assert_eq!(normalize_path("/a\\..\\b"), Err(PathError::Malformed));
+    }
+
+    #[test]
+    fn resolution_order() {
+        let m = manifest(&["/index.html", "/about.html", "/docs/index.html", "/app.js", "/404.html"]);
+        let none = RouteOptions::default();
+        assert_eq!(resolved_path(&m, "/", &none), Some(("/index.html".into(), 200)));
+        assert_eq!(resolved_path(&m, "/app.js", &none), Some(("/app.js".into(), 200)));
+        assert_eq!(resolved_path(&m, "/about", &none), Some(("/about.html".into(), 200)));
+        assert_eq!(resolved_path(&m, "/docs", &none), Some(("/docs/index.html".into(), 200)));
+        assert_eq!(resolved_path(&m, "/docs/", &none), Some(("/docs/index.html".into(), 200)));
+        assert_eq!(resolved_path(&m, "/nope", &none), Some(("/404.html".into(), 404)));
+        assert_eq!(resolved_path(&m, "/about.html/", &none), Some(("/404.html".into(), 404)));
+    }
+
+    #[test]
+    fn spa_fallback_and_plain_404() {
+        let m = manifest(&["/index.html", "/app.js"]);
+        assert_eq!(resolved_path(&m, "/users/7", &RouteOptions::default()), None);
+        let spa = RouteOptions { spa_fallback: true };
+        assert_eq!(resolved_path(&m, "/users/7", &spa), Some(("/index.html".into(), 200)));
+    }
+
+    #[test]
+    fn etags() {
+        let e = entry("abc");
+        assert_eq!(etag(&e), "\"abc\"");
+        assert!(if_none_match("\"abc\"", &etag(&e)));
+        assert!(if_none_match("\"x\", W/\"abc\"", &etag(&e)));
+        assert!(if_none_match("*", &etag(&e)));
+        assert!(!if_none_match("\"abd\"", &etag(&e)));
+    }
+}

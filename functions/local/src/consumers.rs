@@ -1,0 +1,96 @@
+//! The local stand-ins for AWS event sources: Kafka consumer loops that call the same
+//! handlers the Lambdas call.
+
+use std::time::Duration;
+
+use deploysphere_adapters::clickhouse::LogStore;
+use deploysphere_adapters::kafka::{BUILD_LOGS, DEPLOYMENT_EVENTS, consumer_config};
+use deploysphere_core::BuildEvent;
+use deploysphere_events::Deployments;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use tracing::{error, warn};
+
+/// Applies `deployment-events` in order; the offset is committed only after the event
+/// was applied (replays are harmless: events are idempotent).
+pub async fn deployment_events(brokers: String, deployments: Deployments) -> anyhow::Result<()> {
+    let consumer: StreamConsumer = consumer_config(&brokers, "deploysphere-events").create()?;
+    consumer.subscribe(&[DEPLOYMENT_EVENTS])?;
+    loop {
+        let message = match consumer.recv().await {
+            Ok(message) => message,
+            Err(e) => {
+                warn!(error = %e, "deployment-events consumer");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        match message.payload().map(serde_json::from_slice::<BuildEvent>) {
+            Some(Ok(event)) => {
+                let mut delay = Duration::from_millis(200);
+                while let Err(e) = deployments.handle_event(&event).await {
+                    error!(error = %e, deployment_id = %event.deployment_id, "applying a deployment event failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+            other => warn!(offset = message.offset(), ?other, "unreadable deployment event skipped"),
+        }
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
+            warn!(error = %e, "commit failed");
+        }
+    }
+}
+
+/// Batches `build-logs` (up to 10,000 lines or 1 s) into ClickHouse; offsets are
+/// committed only after ClickHouse accepted the batch; a failed batch is retried.
+pub async fn build_logs(brokers: String, store: LogStore) -> anyhow::Result<()> {
+    let consumer: StreamConsumer = consumer_config(&brokers, "deploysphere-log-ingest").create()?;
+    consumer.subscribe(&[BUILD_LOGS])?;
+    loop {
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while batch.len() < 10_000 {
+            let message = if batch.is_empty() {
+                consumer.recv().await.map(Some)
+            } else {
+                match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                    Ok(result) => result.map(Some),
+                    Err(_) => Ok(None),
+                }
+            };
+            match message {
+                Ok(Some(message)) => batch.push(message.payload().unwrap_or_default().to_vec()),
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(error = %e, "build-logs consumer");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break;
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let payloads: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match deploysphere_log_ingest::ingest(&store, &payloads).await {
+                Ok(report) => {
+                    for (index, reason) in &report.rejected {
+                        warn!(index, reason, "unreadable log record set aside");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    error!(error = %e, lines = payloads.len(), "inserting logs into ClickHouse failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
+            warn!(error = %e, "commit failed");
+        }
+    }
+}

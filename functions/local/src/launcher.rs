@@ -1,0 +1,126 @@
+//! The local build launcher: one `builder` process per deployment, in its own process
+//! group. A builder that exits without its final report is reported as
+//! `task_stopped`, as the ECS task-state event does on AWS.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deploysphere_adapters::now_ms;
+use deploysphere_core::{BuildEvent, BuildEventKind, BuildSpec, LaunchError, Launcher};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+pub struct LocalLauncher {
+    pub builder_bin: PathBuf,
+    /// The platform endpoints the builder needs (Kafka, S3), nothing else.
+    pub env: Vec<(String, String)>,
+    pub logs_dir: PathBuf,
+    running: Arc<Mutex<HashMap<String, u32>>>,
+    stopped: mpsc::UnboundedSender<BuildEvent>,
+}
+
+impl LocalLauncher {
+    pub fn new(builder_bin: PathBuf, env: Vec<(String, String)>, logs_dir: PathBuf, stopped: mpsc::UnboundedSender<BuildEvent>) -> Self {
+        LocalLauncher { builder_bin, env, logs_dir, running: Arc::default(), stopped }
+    }
+
+    /// Kills every build still running (platform shutdown).
+    pub fn kill_all(&self) {
+        let ids: Vec<String> = self.running.lock().expect("running lock").keys().cloned().collect();
+        for id in ids {
+            kill_build(&self.running, &id);
+        }
+    }
+}
+
+/// SIGKILLs a build's process group and whatever is left in its cgroups.
+fn kill_build(running: &Mutex<HashMap<String, u32>>, deployment_id: &str) {
+    if let Some(pid) = running.lock().expect("running lock").get(deployment_id).copied() {
+        // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names the group.
+        unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+    }
+    for _ in 0..3 {
+        let mut found = false;
+        for dir in [
+            format!("/sys/fs/cgroup/pids/deploysphere/{deployment_id}"),
+            format!("/sys/fs/cgroup/memory/deploysphere/{deployment_id}"),
+            format!("/sys/fs/cgroup/cpu/deploysphere/{deployment_id}"),
+            format!("/sys/fs/cgroup/deploysphere/{deployment_id}"),
+        ] {
+            if let Ok(pids) = std::fs::read_to_string(format!("{dir}/cgroup.procs")) {
+                for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                    found = true;
+                    // SAFETY: as above.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        if !found {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn remove_cgroups(deployment_id: &str) {
+    for dir in [
+        format!("/sys/fs/cgroup/pids/deploysphere/{deployment_id}"),
+        format!("/sys/fs/cgroup/memory/deploysphere/{deployment_id}"),
+        format!("/sys/fs/cgroup/cpu/deploysphere/{deployment_id}"),
+        format!("/sys/fs/cgroup/deploysphere/{deployment_id}"),
+    ] {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+#[async_trait::async_trait]
+impl Launcher for LocalLauncher {
+    async fn launch(&self, spec: BuildSpec) -> Result<(), LaunchError> {
+        let id = spec.deployment_id.clone();
+        let spec_json = serde_json::to_string(&spec).map_err(|e| LaunchError(e.to_string()))?;
+        std::fs::create_dir_all(&self.logs_dir).map_err(|e| LaunchError(e.to_string()))?;
+        let log = std::fs::File::create(self.logs_dir.join(format!("{id}.log"))).map_err(|e| LaunchError(e.to_string()))?;
+        let log_err = log.try_clone().map_err(|e| LaunchError(e.to_string()))?;
+        let mut child = Command::new(&self.builder_bin)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("DEPLOYSPHERE_BUILD_SPEC", spec_json)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| LaunchError(format!("{}: {e}", self.builder_bin.display())))?;
+        let pid = child.id().unwrap_or(0);
+        self.running.lock().expect("running lock").insert(id.clone(), pid);
+        let running = self.running.clone();
+        let stopped = self.stopped.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            running.lock().expect("running lock").remove(&id);
+            remove_cgroups(&id);
+            let reason = match status {
+                Ok(status) if status.success() => return,
+                Ok(status) => format!("the build task stopped ({status}) without reporting a result"),
+                Err(e) => format!("the build task could not be watched: {e}"),
+            };
+            // The final report may still be on its way through Kafka: give it time.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let _ = stopped.send(BuildEvent { deployment_id: id, at_ms: now_ms(), kind: BuildEventKind::TaskStopped { reason } });
+        });
+        Ok(())
+    }
+
+    async fn cancel(&self, deployment_id: &str) -> Result<(), LaunchError> {
+        let running = self.running.clone();
+        let id = deployment_id.to_string();
+        tokio::task::spawn_blocking(move || kill_build(&running, &id))
+            .await
+            .map_err(|e| LaunchError(e.to_string()))?;
+        Ok(())
+    }
+}

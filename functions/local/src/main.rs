@@ -1,0 +1,313 @@
+//! `deploysphere`: the whole platform on one machine. `deploysphere dev` starts the
+//! real servers (Postgres, Redis, the tansu Kafka broker, ClickHouse, an embedded S3),
+//! then the API, the site router, the consumers and the build launcher.
+
+mod consumers;
+mod launcher;
+mod s3server;
+mod services;
+mod sites;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use deploysphere_adapters::clickhouse::LogStore;
+use deploysphere_adapters::pg::{self, Db};
+use deploysphere_adapters::s3::{ObjectStore, S3Config};
+use deploysphere_api::{ApiConfig, AppState, SitesConfig, hash_token, new_token};
+use deploysphere_core::{DeploymentState, Launcher};
+use deploysphere_events::{Deployments, SchedulerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(name = "deploysphere", about = "The DeploySphere platform on one machine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every part of the platform locally until Ctrl-C.
+    Dev(DevArgs),
+}
+
+#[derive(Args, Clone)]
+struct DevArgs {
+    /// Data folder (Postgres, ClickHouse, S3 objects, logs, the admin token).
+    #[arg(long, env = "DEPLOYSPHERE_HOME", default_value = ".deploysphere")]
+    home: PathBuf,
+    #[arg(long, env = "DEPLOYSPHERE_API_PORT", default_value_t = 3000)]
+    api_port: u16,
+    #[arg(long, env = "DEPLOYSPHERE_ROUTER_PORT", default_value_t = 8000)]
+    router_port: u16,
+    #[arg(long, env = "DEPLOYSPHERE_POSTGRES_PORT", default_value_t = 15432)]
+    postgres_port: u16,
+    #[arg(long, env = "DEPLOYSPHERE_REDIS_PORT", default_value_t = 16379)]
+    redis_port: u16,
+    #[arg(long, env = "DEPLOYSPHERE_KAFKA_PORT", default_value_t = 19092)]
+    kafka_port: u16,
+    #[arg(long, env = "DEPLOYSPHERE_CLICKHOUSE_PORT", default_value_t = 18123)]
+    clickhouse_port: u16,
+    #[arg(long, env = "DEPLOYSPHERE_CLICKHOUSE_TCP_PORT", default_value_t = 19001)]
+    clickhouse_tcp_port: u16,
+    #[arg(long, env = "DEPLOYSPHERE_S3_PORT", default_value_t = 19000)]
+    s3_port: u16,
+    /// Domain under which sites are served (`<slug>.<domain>`).
+    #[arg(long, env = "DEPLOYSPHERE_DOMAIN", default_value = "localhost")]
+    domain: String,
+    /// Builds running at once on this machine.
+    #[arg(long, env = "DEPLOYSPHERE_MAX_BUILDS", default_value_t = 2)]
+    max_builds: i64,
+    /// The `builder` binary (default: next to this one).
+    #[arg(long, env = "DEPLOYSPHERE_BUILDER_BIN")]
+    builder_bin: Option<PathBuf>,
+    /// Stop when standard input closes (for test harnesses that own the platform).
+    #[arg(long)]
+    exit_with_stdin: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,deploysphere=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Dev(args) => runtime.block_on(dev(args)),
+    }
+}
+
+const S3_ACCESS_KEY: &str = "deploysphere";
+const S3_BUCKET: &str = "deploysphere-sites";
+
+/// Reuses the admin token of an earlier run if it is still valid, else makes one.
+async fn admin_token(db: &Db, home: &Path) -> anyhow::Result<String> {
+    let path = home.join("token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        let token = token.trim().to_string();
+        if db.account_by_token_hash(&hash_token(&token)).await?.is_some_and(|a| a.is_admin) {
+            return Ok(token);
+        }
+    }
+    let token = new_token();
+    db.create_account("admin", true, &hash_token(&token)).await?;
+    std::fs::write(&path, format!("{token}\n"))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(token)
+}
+
+/// A secret of this installation, made once and kept in the home folder.
+fn local_secret(home: &Path, name: &str) -> anyhow::Result<String> {
+    let path = home.join(name);
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        return Ok(secret.trim().to_string());
+    }
+    let secret = new_token();
+    std::fs::write(&path, &secret)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(secret)
+}
+
+async fn bind(name: &str, port: u16) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .with_context(|| format!("{name} cannot listen on 127.0.0.1:{port}: the port is in use or not allowed"))
+}
+
+async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.home).with_context(|| format!("cannot create {}", args.home.display()))?;
+    let home = args.home.canonicalize()?;
+    let logs = home.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    for (name, port) in [("api", args.api_port), ("router", args.router_port), ("s3", args.s3_port)] {
+        services::ensure_free(name, port).await?;
+    }
+
+    let mut started = Vec::new();
+    let result = run(&args, &home, &logs, &mut started).await;
+    if let Err(e) = &result {
+        error!("{e:#}");
+    }
+    eprintln!("Stopping DeploySphere...");
+    for service in started.into_iter().rev() {
+        service.stop().await;
+    }
+    result
+}
+
+async fn run(args: &DevArgs, home: &Path, logs: &Path, started: &mut Vec<services::Service>) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    let (pg_dir, redis_dir, clickhouse_dir) = (services::postgres_dir(home), home.join("redis"), home.join("clickhouse"));
+    let (pg, redis, kafka, clickhouse) = tokio::join!(
+        services::start_postgres(&pg_dir, logs, args.postgres_port),
+        services::start_redis(&redis_dir, logs, args.redis_port),
+        services::start_kafka(logs, args.kafka_port),
+        services::start_clickhouse(&clickhouse_dir, logs, args.clickhouse_port, args.clickhouse_tcp_port),
+    );
+    let mut failure = None;
+    for result in [pg, redis, kafka, clickhouse] {
+        match result {
+            Ok(service) => started.push(service),
+            Err(e) => failure = failure.or(Some(e)),
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+
+    let database_url = format!("postgres://postgres@127.0.0.1:{}/deploysphere", args.postgres_port);
+    let pool = pg::connect(&database_url, 32)?;
+    pg::migrate(&pool).await.context("postgres migrations failed")?;
+    let db = Db::new(pool);
+    let clickhouse_url = format!("http://127.0.0.1:{}", args.clickhouse_port);
+    let log_store = LogStore::new(&clickhouse_url, "deploysphere", "default", "");
+    log_store.migrate().await.context("clickhouse migrations failed")?;
+    let brokers = format!("127.0.0.1:{}", args.kafka_port);
+    deploysphere_adapters::kafka::create_topics(&brokers, 1)
+        .await
+        .context("creating the kafka topics failed")?;
+
+    let s3_secret = local_secret(home, "s3-secret")?;
+    let s3_listener = bind("s3", args.s3_port).await?;
+    let s3_root = home.join("s3");
+    let s3_task = {
+        let (root, secret) = (s3_root.clone(), s3_secret.clone());
+        tokio::spawn(async move { s3server::serve(&root, s3_listener, S3_ACCESS_KEY, &secret).await })
+    };
+    let s3_config = S3Config {
+        endpoint: Some(format!("http://127.0.0.1:{}", args.s3_port)),
+        region: "us-east-1".into(),
+        bucket: S3_BUCKET.into(),
+        access_key: S3_ACCESS_KEY.into(),
+        secret_key: s3_secret.clone(),
+    };
+    let store = ObjectStore::new(&s3_config);
+    store.ensure_bucket().await.context("creating the S3 bucket failed")?;
+
+    let builder_bin = match &args.builder_bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?.with_file_name("builder"),
+    };
+    anyhow::ensure!(builder_bin.exists(), "the builder binary is missing at {} (run `cargo build`)", builder_bin.display());
+    let (stopped_tx, mut stopped_rx) = mpsc::unbounded_channel();
+    let builder_env = vec![
+        ("DEPLOYSPHERE_KAFKA_BROKERS".to_string(), brokers.clone()),
+        ("DEPLOYSPHERE_S3_ENDPOINT".to_string(), s3_config.endpoint.clone().unwrap_or_default()),
+        ("DEPLOYSPHERE_S3_BUCKET".to_string(), S3_BUCKET.to_string()),
+        ("DEPLOYSPHERE_S3_ACCESS_KEY".to_string(), S3_ACCESS_KEY.to_string()),
+        ("DEPLOYSPHERE_S3_SECRET_KEY".to_string(), s3_secret.clone()),
+        ("DEPLOYSPHERE_WORK_DIR".to_string(), home.join("builds").display().to_string()),
+        ("DEPLOYSPHERE_ALLOW_LOCAL_SOURCES".to_string(), "1".to_string()),
+    ];
+    let launcher = Arc::new(launcher::LocalLauncher::new(builder_bin, builder_env, logs.join("builds"), stopped_tx));
+    let scheduler = SchedulerConfig { max_concurrent_builds: args.max_builds, ..SchedulerConfig::default() };
+    let deployments = Deployments::new(db.clone(), launcher.clone() as Arc<dyn Launcher>, scheduler);
+
+    // Builds that were running when the platform last stopped have no process now.
+    for id in db.launched_unfinished().await? {
+        let _ = deployments
+            .apply_state(id, DeploymentState::Failed, Some("the platform stopped while this build ran"), None)
+            .await;
+    }
+
+    let token = admin_token(&db, home).await?;
+    let api_state = AppState {
+        db: db.clone(),
+        logs: log_store.clone(),
+        deployments: deployments.clone(),
+        config: Arc::new(ApiConfig {
+            sites: SitesConfig { scheme: "http".into(), domain: args.domain.clone(), port: Some(args.router_port) },
+            allow_local_sources: true,
+        }),
+    };
+    let api_listener = bind("api", args.api_port).await?;
+    let router_listener = bind("router", args.router_port).await?;
+    let api = tokio::spawn(async move { axum::serve(api_listener, deploysphere_api::router(api_state)).await });
+    let sites = sites::Sites::new(db.clone(), store.clone(), &args.domain);
+    let site_router = axum::Router::new().fallback(sites::serve_site).with_state(sites);
+    let router = tokio::spawn(async move { axum::serve(router_listener, site_router).await });
+    let events_task = tokio::spawn(consumers::deployment_events(brokers.clone(), deployments.clone()));
+    let logs_task = tokio::spawn(consumers::build_logs(brokers.clone(), log_store.clone()));
+    let stopped_task = {
+        let deployments = deployments.clone();
+        tokio::spawn(async move {
+            while let Some(event) = stopped_rx.recv().await {
+                if let Err(e) = deployments.handle_event(&event).await {
+                    error!(error = %e, "applying a task-stopped event failed");
+                }
+            }
+        })
+    };
+    deployments.schedule().await?;
+
+    let platform = serde_json::json!({
+        "api_url": format!("http://127.0.0.1:{}", args.api_port),
+        "router_url": format!("http://127.0.0.1:{}", args.router_port),
+        "domain": args.domain,
+        "token": token,
+        "postgres_url": database_url,
+        "redis_url": format!("redis://127.0.0.1:{}", args.redis_port),
+        "kafka_brokers": brokers,
+        "clickhouse_url": clickhouse_url,
+        "s3": {"endpoint": s3_config.endpoint, "bucket": S3_BUCKET, "access_key": S3_ACCESS_KEY, "secret_key": s3_secret},
+    });
+    std::fs::write(home.join("platform.json"), serde_json::to_vec_pretty(&platform)?)?;
+    println!(
+        "\nDeploySphere is running (started in {:.1} s; data in {})\n\n  API          http://127.0.0.1:{}\n  Sites        http://<project-slug>.{}:{}\n  Admin token  {}\n               (also in {})\n\n  Postgres     {}\n  Redis        redis://127.0.0.1:{}\n  Kafka        {} (tansu)\n  ClickHouse   {}\n  S3           http://127.0.0.1:{} (bucket {})\n\nPress Ctrl-C to stop.",
+        t0.elapsed().as_secs_f64(),
+        home.display(),
+        args.api_port,
+        args.domain,
+        args.router_port,
+        token,
+        home.join("token").display(),
+        database_url,
+        args.redis_port,
+        brokers,
+        clickhouse_url,
+        args.s3_port,
+        S3_BUCKET,
+    );
+    info!("platform ready");
+
+    let stdin_closed = async {
+        if args.exit_with_stdin {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = [0u8; 64];
+                while matches!(std::io::stdin().read(&mut buf), Ok(n) if n > 0) {}
+                let _ = tx.send(());
+            });
+            let _ = rx.await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let outcome = tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = terminate.recv() => Ok(()),
+        _ = stdin_closed => Ok(()),
+        r = api => Err(anyhow::anyhow!("the API server stopped: {r:?}")),
+        r = router => Err(anyhow::anyhow!("the site router stopped: {r:?}")),
+        r = s3_task => Err(anyhow::anyhow!("the S3 server stopped: {r:?}")),
+        r = events_task => Err(anyhow::anyhow!("the deployment-events consumer stopped: {r:?}")),
+        r = logs_task => Err(anyhow::anyhow!("the build-logs consumer stopped: {r:?}")),
+    };
+    launcher.kill_all();
+    stopped_task.abort();
+    outcome
+}
