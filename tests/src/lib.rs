@@ -1,1 +1,383 @@
+//! End-to-end test harness: starts the whole platform (`deploysphere dev`) once per
+//! test binary on free ports with a fresh data folder, and helpers to drive it
+//! through its public API and site router, as a user would.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use deploysphere_adapters::s3::{ObjectStore, S3Config};
+use serde_json::{Value, json};
+
+pub struct Platform {
+    pub api: String,
+    pub router_port: u16,
+    pub postgres_port: u16,
+    pub api_port: u16,
+    pub admin_token: String,
+    pub home: PathBuf,
+    pub s3: S3Config,
+    /// Held open for the life of the test process: the platform stops when it closes.
+    _stdin: Mutex<ChildStdin>,
+    _child: Mutex<Child>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/debug/deps/<test> -> target/debug
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+static PLATFORM: OnceLock<Platform> = OnceLock::new();
+
+/// The platform of this test process, started on first use.
+pub fn platform() -> &'static Platform {
+    PLATFORM.get_or_init(start)
+}
+
+fn start() -> Platform {
+    let bin = target_dir().join("deploysphere");
+    assert!(
+        bin.exists() && target_dir().join("builder").exists(),
+        "build the binaries first (`cargo build --workspace`, as `make test` does): {} is missing",
+        bin.display()
+    );
+    let dir = tempfile::Builder::new().prefix("deploysphere-e2e-").tempdir_in("/tmp").expect("temp dir");
+    let home = dir.path().join("home");
+    let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
+    let mut child = Command::new(&bin)
+        .arg("dev")
+        .arg("--home")
+        .arg(&home)
+        .args(["--api-port", &ports[0].to_string()])
+        .args(["--router-port", &ports[1].to_string()])
+        .args(["--postgres-port", &ports[2].to_string()])
+        .args(["--redis-port", &ports[3].to_string()])
+        .args(["--kafka-port", &ports[4].to_string()])
+        .args(["--clickhouse-port", &ports[5].to_string()])
+        .args(["--clickhouse-tcp-port", &ports[6].to_string()])
+        .args(["--s3-port", &ports[7].to_string()])
+        .args(["--max-builds", "3"])
+        .arg("--exit-with-stdin")
+        .env("RUST_LOG", "warn,deploysphere=info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start deploysphere dev");
+    let stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    // Echo the banner and wait for "Press Ctrl-C", which comes once everything is up.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut ready = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            eprintln!("[platform] {line}");
+            if line.contains("Press Ctrl-C") {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    });
+    if rx.recv_timeout(Duration::from_secs(180)).is_err() {
+        let status = child.try_wait();
+        panic!("the platform did not start within 180 s (process: {status:?}); see its output above");
+    }
+    let info: Value = serde_json::from_slice(&std::fs::read(home.join("platform.json")).expect("platform.json")).expect("platform.json is JSON");
+    let s3 = S3Config {
+        endpoint: info["s3"]["endpoint"].as_str().map(str::to_string),
+        region: "us-east-1".into(),
+        bucket: info["s3"]["bucket"].as_str().unwrap_or_default().into(),
+        access_key: info["s3"]["access_key"].as_str().unwrap_or_default().into(),
+        secret_key: info["s3"]["secret_key"].as_str().unwrap_or_default().into(),
+    };
+    Platform {
+        api: format!("http://127.0.0.1:{}", ports[0]),
+        router_port: ports[1],
+        postgres_port: ports[2],
+        api_port: ports[0],
+        admin_token: info["token"].as_str().expect("token").to_string(),
+        home,
+        s3,
+        _stdin: Mutex::new(stdin),
+        _child: Mutex::new(child),
+        _dir: dir,
+    }
+}
+
+/// A response: status and JSON body (Null when the body is not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// An API client holding one account's token.
+#[derive(Clone)]
+pub struct Api {
+    pub token: String,
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    pub fn new(token: &str) -> Api {
+        Api { token: token.to_string(), http: reqwest::Client::new(), base: platform().api.clone() }
+    }
+
+    pub fn admin() -> Api {
+        Api::new(&platform().admin_token)
+    }
+
+    /// A fresh account of its own (tests never share accounts).
+    pub async fn new_account(name: &str) -> Api {
+        let reply = Api::admin().post("/v1/accounts", json!({ "name": name })).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        Api::new(reply.body["token"].as_str().expect("token"))
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<String>) -> Reply {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body);
+        }
+        let response = request.send().await.expect("API request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(reqwest::Method::POST, path, Some(body.to_string())).await
+    }
+
+    pub async fn create_project(&self, body: Value) -> Value {
+        let reply = self.post("/v1/projects", body).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        reply.body
+    }
+
+    pub async fn deploy(&self, project_id: &str) -> Value {
+        let reply = self.post(&format!("/v1/projects/{project_id}/deployments"), json!({})).await;
+        assert_eq!(reply.status, 202, "{reply:?}");
+        reply.body
+    }
+
+    /// Polls a deployment until `done` holds for it, or panics after `timeout`.
+    pub async fn wait_for(&self, deployment_id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let reply = self.get(&format!("/v1/deployments/{deployment_id}")).await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+            if done(&reply.body) {
+                return reply.body;
+            }
+            assert!(start.elapsed() < timeout, "deployment did not get there in {timeout:?}: {}", reply.body);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits for a final state (READY, FAILED, CANCELED).
+    pub async fn wait_final(&self, deployment_id: &str) -> Value {
+        self.wait_for(deployment_id, Duration::from_secs(120), |d| {
+            matches!(d["state"].as_str(), Some("READY" | "FAILED" | "CANCELED"))
+        })
+        .await
+    }
+
+    /// Every log line of a deployment, paging with `after_seq`.
+    pub async fn logs(&self, deployment_id: &str) -> Vec<Value> {
+        let mut lines = Vec::new();
+        let mut after = 0;
+        loop {
+            let reply = self.get(&format!("/v1/deployments/{deployment_id}/logs?after_seq={after}&limit=500")).await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+            let page = reply.body["lines"].as_array().cloned().unwrap_or_default();
+            if page.is_empty() {
+                return lines;
+            }
+            after = reply.body["next_after_seq"].as_u64().expect("next_after_seq");
+            lines.extend(page);
+        }
+    }
+
+    /// Waits until the log holds a line containing `needle` (logs reach ClickHouse in
+    /// batches of up to a second), and returns all lines.
+    pub async fn logs_containing(&self, deployment_id: &str, needle: &str) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let lines = self.logs(deployment_id).await;
+            if lines.iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains(needle))) {
+                return lines;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no log line contains {needle:?}; lines: {:#?}",
+                lines.iter().map(|l| l["message"].clone()).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// A response from the site router.
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+/// Requests `path` (sent as is, not normalized) from the site router for `host`.
+pub async fn fetch(method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Page {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A raw request, so that paths like `/%2e%2e/` reach the router unchanged.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", platform().router_port)).await.expect("router");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut map = reqwest::header::HeaderMap::new();
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()),
+                reqwest::header::HeaderValue::from_str(value.trim()),
+            ) {
+                map.append(name, value);
+            }
+        }
+    }
+    Page { status, headers: map, body: body.to_string() }
+}
+
+pub async fn get_page(host: &str, path: &str) -> Page {
+    fetch("GET", host, path, &[]).await
+}
+
+/// The site host of a project slug or a deployment label.
+pub fn host(label: &str) -> String {
+    format!("{label}.localhost:{}", platform().router_port)
+}
+
+/// The immutable host label of a deployment: `<slug>-<first 8 of id>`.
+pub fn deployment_label(slug: &str, deployment: &Value) -> String {
+    format!("{slug}-{}", &deployment["id"].as_str().expect("id")[..8])
+}
+
+/// Waits until the production host serves a body containing `needle`.
+pub async fn wait_served(host: &str, path: &str, needle: &str) -> Page {
+    let start = Instant::now();
+    loop {
+        let page = get_page(host, path).await;
+        if page.body.contains(needle) {
+            return page;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{host}{path} never served {needle:?}; last: {page:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn object_store() -> ObjectStore {
+    ObjectStore::new(&platform().s3)
+}
+
+/// A git repository made from a fixture folder of `tests/fixtures/`, plus extra files.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+}
+
+impl Repo {
+    pub fn from_fixture(name: &str) -> Repo {
+        let dir = tempfile::Builder::new().prefix("ds-fixture-").tempdir_in("/tmp").expect("temp dir");
+        if !name.is_empty() {
+            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+            copy_dir(&source, dir.path());
+        }
+        let repo = Repo { dir };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn url(&self) -> String {
+        self.path().display().to_string()
+    }
+
+    pub fn write(&self, path: &str, content: &str) -> &Repo {
+        let full = self.path().join(path);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(full, content).expect("write");
+        self
+    }
+
+    pub fn symlink(&self, target: &str, link: &str) -> &Repo {
+        let full = self.path().join(link);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::os::unix::fs::symlink(target, full).expect("symlink");
+        self
+    }
+
+    /// Commits everything; returns the commit SHA.
+    pub fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", message]);
+        self.git(&["rev-parse", "HEAD"]).trim().to_string()
+    }
+
+    fn git(&self, args: &[&str]) -> String {
+        let output = Command::new("git").args(args).current_dir(self.path()).output().expect("git");
+        assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).to_string()
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+/// Messages of log lines, in order.
+pub fn messages(lines: &[Value]) -> Vec<String> {
+    lines.iter().map(|l| l["message"].as_str().unwrap_or_default().to_string()).collect()
+}

@@ -40,8 +40,11 @@ pub fn collect(output: &Path) -> Result<Vec<OutputFile>, String> {
             let meta = std::fs::symlink_metadata(&path).map_err(|e| e.to_string())?;
             let source = if meta.file_type().is_symlink() {
                 let target = std::fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default();
-                let resolved = path.canonicalize().ok().filter(|p| p.starts_with(&root));
-                match resolved {
+                let Ok(resolved) = path.canonicalize() else {
+                    // A dangling link names nothing that could be served.
+                    continue;
+                };
+                match resolved.starts_with(&root).then_some(resolved) {
                     Some(resolved) if resolved.is_file() => resolved,
                     Some(_) => continue,
                     None => {
@@ -145,7 +148,7 @@ mod tests {
         let out = dir.join("out");
         std::fs::create_dir_all(out.join("sub")).unwrap();
         std::fs::write(out.join("index.html"), "hi").unwrap();
-        std::os::unix::fs::symlink("index.html", out.join("sub/alias.html")).unwrap();
+        std::os::unix::fs::symlink("../index.html", out.join("sub/alias.html")).unwrap();
         let files = collect(&out).unwrap();
         let paths: Vec<&str> = files.iter().map(|f| f.url_path.as_str()).collect();
         assert_eq!(paths, ["/index.html", "/sub/alias.html"]);
