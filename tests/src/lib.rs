@@ -34,8 +34,13 @@ fn free_port() -> u16 {
 
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    // target/debug/deps/<test> -> target/debug
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    // target/debug/deps/<test> -> target/debug; target/release/bench -> target/release
+    let dir = exe.parent().expect("binary folder");
+    if dir.ends_with("deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 static PLATFORM: OnceLock<Platform> = OnceLock::new();
@@ -52,7 +57,10 @@ fn start() -> Platform {
         "build the binaries first (`cargo build --workspace`, as `make test` does): {} is missing",
         bin.display()
     );
-    let dir = tempfile::Builder::new().prefix("deploysphere-e2e-").tempdir_in("/tmp").expect("temp dir");
+    let dir = tempfile::Builder::new()
+        .prefix("deploysphere-e2e-")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
     let home = dir.path().join("home");
     let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
     let mut child = Command::new(&bin)
@@ -69,10 +77,13 @@ fn start() -> Platform {
         .args(["--s3-port", &ports[7].to_string()])
         .args(["--max-builds", "3"])
         .arg("--exit-with-stdin")
+        .arg("--ephemeral")
         .env("RUST_LOG", "warn,deploysphere=info")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("platform.log")).expect("log file"),
+        ))
         .spawn()
         .expect("start deploysphere dev");
     let stdin = child.stdin.take().expect("piped stdin");
@@ -92,9 +103,12 @@ fn start() -> Platform {
     });
     if rx.recv_timeout(Duration::from_secs(180)).is_err() {
         let status = child.try_wait();
-        panic!("the platform did not start within 180 s (process: {status:?}); see its output above");
+        let log = std::fs::read_to_string(dir.path().join("platform.log")).unwrap_or_default();
+        panic!("the platform did not start within 180 s (process: {status:?}); its log:\n{log}");
     }
-    let info: Value = serde_json::from_slice(&std::fs::read(home.join("platform.json")).expect("platform.json")).expect("platform.json is JSON");
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(home.join("platform.json")).expect("platform.json"))
+            .expect("platform.json is JSON");
     let s3 = S3Config {
         endpoint: info["s3"]["endpoint"].as_str().map(str::to_string),
         region: "us-east-1".into(),
@@ -133,7 +147,11 @@ pub struct Api {
 
 impl Api {
     pub fn new(token: &str) -> Api {
-        Api { token: token.to_string(), http: reqwest::Client::new(), base: platform().api.clone() }
+        Api {
+            token: token.to_string(),
+            http: reqwest::Client::new(),
+            base: platform().api.clone(),
+        }
     }
 
     pub fn admin() -> Api {
@@ -142,20 +160,30 @@ impl Api {
 
     /// A fresh account of its own (tests never share accounts).
     pub async fn new_account(name: &str) -> Api {
-        let reply = Api::admin().post("/v1/accounts", json!({ "name": name })).await;
+        let reply = Api::admin()
+            .post("/v1/accounts", json!({ "name": name }))
+            .await;
         assert_eq!(reply.status, 201, "{reply:?}");
         Api::new(reply.body["token"].as_str().expect("token"))
     }
 
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<String>) -> Reply {
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
         if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body);
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
         }
         let response = request.send().await.expect("API request");
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
-        Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+        Reply {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -163,7 +191,8 @@ impl Api {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Reply {
-        self.send(reqwest::Method::POST, path, Some(body.to_string())).await
+        self.send(reqwest::Method::POST, path, Some(body.to_string()))
+            .await
     }
 
     pub async fn create_project(&self, body: Value) -> Value {
@@ -173,13 +202,20 @@ impl Api {
     }
 
     pub async fn deploy(&self, project_id: &str) -> Value {
-        let reply = self.post(&format!("/v1/projects/{project_id}/deployments"), json!({})).await;
+        let reply = self
+            .post(&format!("/v1/projects/{project_id}/deployments"), json!({}))
+            .await;
         assert_eq!(reply.status, 202, "{reply:?}");
         reply.body
     }
 
     /// Polls a deployment until `done` holds for it, or panics after `timeout`.
-    pub async fn wait_for(&self, deployment_id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for(
+        &self,
+        deployment_id: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let start = Instant::now();
         loop {
             let reply = self.get(&format!("/v1/deployments/{deployment_id}")).await;
@@ -187,7 +223,11 @@ impl Api {
             if done(&reply.body) {
                 return reply.body;
             }
-            assert!(start.elapsed() < timeout, "deployment did not get there in {timeout:?}: {}", reply.body);
+            assert!(
+                start.elapsed() < timeout,
+                "deployment did not get there in {timeout:?}: {}",
+                reply.body
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -205,13 +245,19 @@ impl Api {
         let mut lines = Vec::new();
         let mut after = 0;
         loop {
-            let reply = self.get(&format!("/v1/deployments/{deployment_id}/logs?after_seq={after}&limit=500")).await;
+            let reply = self
+                .get(&format!(
+                    "/v1/deployments/{deployment_id}/logs?after_seq={after}&limit=500"
+                ))
+                .await;
             assert_eq!(reply.status, 200, "{reply:?}");
             let page = reply.body["lines"].as_array().cloned().unwrap_or_default();
             if page.is_empty() {
                 return lines;
             }
-            after = reply.body["next_after_seq"].as_u64().expect("next_after_seq");
+            after = reply.body["next_after_seq"]
+                .as_u64()
+                .expect("next_after_seq");
             lines.extend(page);
         }
     }
@@ -222,13 +268,19 @@ impl Api {
         let start = Instant::now();
         loop {
             let lines = self.logs(deployment_id).await;
-            if lines.iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains(needle))) {
+            if lines
+                .iter()
+                .any(|l| l["message"].as_str().is_some_and(|m| m.contains(needle)))
+            {
                 return lines;
             }
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "no log line contains {needle:?}; lines: {:#?}",
-                lines.iter().map(|l| l["message"].clone()).collect::<Vec<_>>()
+                lines
+                    .iter()
+                    .map(|l| l["message"].clone())
+                    .collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -245,7 +297,10 @@ pub struct Page {
 
 impl Page {
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 }
 
@@ -253,7 +308,9 @@ impl Page {
 pub async fn fetch(method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Page {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // A raw request, so that paths like `/%2e%2e/` reach the router unchanged.
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", platform().router_port)).await.expect("router");
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", platform().router_port))
+        .await
+        .expect("router");
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
@@ -265,7 +322,11 @@ pub async fn fetch(method: &str, host: &str, path: &str, headers: &[(&str, &str)
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut map = reqwest::header::HeaderMap::new();
     for line in lines {
         if let Some((name, value)) = line.split_once(':') {
@@ -277,7 +338,11 @@ pub async fn fetch(method: &str, host: &str, path: &str, headers: &[(&str, &str)
             }
         }
     }
-    Page { status, headers: map, body: body.to_string() }
+    Page {
+        status,
+        headers: map,
+        body: body.to_string(),
+    }
 }
 
 pub async fn get_page(host: &str, path: &str) -> Page {
@@ -302,7 +367,10 @@ pub async fn wait_served(host: &str, path: &str, needle: &str) -> Page {
         if page.body.contains(needle) {
             return page;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "{host}{path} never served {needle:?}; last: {page:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{host}{path} never served {needle:?}; last: {page:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -318,9 +386,14 @@ pub struct Repo {
 
 impl Repo {
     pub fn from_fixture(name: &str) -> Repo {
-        let dir = tempfile::Builder::new().prefix("ds-fixture-").tempdir_in("/tmp").expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("ds-fixture-")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
         if !name.is_empty() {
-            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+            let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures")
+                .join(name);
             copy_dir(&source, dir.path());
         }
         let repo = Repo { dir };
@@ -353,13 +426,30 @@ impl Repo {
     /// Commits everything; returns the commit SHA.
     pub fn commit(&self, message: &str) -> String {
         self.git(&["add", "-A"]);
-        self.git(&["-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", message]);
+        self.git(&[
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.com",
+            "commit",
+            "-q",
+            "-m",
+            message,
+        ]);
         self.git(&["rev-parse", "HEAD"]).trim().to_string()
     }
 
     fn git(&self, args: &[&str]) -> String {
-        let output = Command::new("git").args(args).current_dir(self.path()).output().expect("git");
-        assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .expect("git");
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8_lossy(&output.stdout).to_string()
     }
 }
@@ -379,5 +469,8 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Messages of log lines, in order.
 pub fn messages(lines: &[Value]) -> Vec<String> {
-    lines.iter().map(|l| l["message"].as_str().unwrap_or_default().to_string()).collect()
+    lines
+        .iter()
+        .map(|l| l["message"].as_str().unwrap_or_default().to_string())
+        .collect()
 }

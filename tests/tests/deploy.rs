@@ -10,7 +10,9 @@ async fn static_site_is_served_at_its_subdomain_with_types_and_ordered_logs() {
     let api = Api::new_account("static").await;
     let repo = Repo::from_fixture("static-site");
     let sha = repo.commit("v1");
-    let project = api.create_project(json!({"name": "Static Fixture", "git_url": repo.url()})).await;
+    let project = api
+        .create_project(json!({"name": "Static Fixture", "git_url": repo.url()}))
+        .await;
     assert_eq!(project["slug"], "static-fixture");
     let deployment = api.deploy(project["id"].as_str().unwrap()).await;
     assert_eq!(deployment["state"], "QUEUED");
@@ -23,18 +25,35 @@ async fn static_site_is_served_at_its_subdomain_with_types_and_ordered_logs() {
     let index = wait_served(&site, "/", "Static fixture v1").await;
     assert_eq!(index.status, 200);
     assert_eq!(index.header("content-type"), "text/html; charset=utf-8");
-    assert_eq!(index.header("cache-control"), "public, max-age=0, must-revalidate");
+    assert_eq!(
+        index.header("cache-control"),
+        "public, max-age=0, must-revalidate"
+    );
 
     let css = get_page(&site, "/css/site.css").await;
-    assert_eq!((css.status, css.header("content-type")), (200, "text/css; charset=utf-8"));
+    assert_eq!(
+        (css.status, css.header("content-type")),
+        (200, "text/css; charset=utf-8")
+    );
     let js = get_page(&site, "/assets/app-4f3a2b1c.js").await;
     assert!(js.header("content-type").contains("javascript"), "{js:?}");
-    assert_eq!(js.header("cache-control"), "public, max-age=31536000, immutable");
+    assert_eq!(
+        js.header("cache-control"),
+        "public, max-age=31536000, immutable"
+    );
     let svg = get_page(&site, "/logo.svg").await;
-    assert!(svg.header("content-type").starts_with("image/svg+xml"), "{svg:?}");
+    assert!(
+        svg.header("content-type").starts_with("image/svg+xml"),
+        "{svg:?}"
+    );
 
     // Clean URLs and folder indexes.
-    assert!(get_page(&site, "/about").await.body.contains("About this fixture"));
+    assert!(
+        get_page(&site, "/about")
+            .await
+            .body
+            .contains("About this fixture")
+    );
     assert!(get_page(&site, "/docs/").await.body.contains("Docs index"));
     assert!(get_page(&site, "/docs").await.body.contains("Docs index"));
 
@@ -55,7 +74,12 @@ async fn static_site_is_served_at_its_subdomain_with_types_and_ordered_logs() {
     assert!(head.body.is_empty());
 
     // Escapes never leave the deployment.
-    for path in ["/../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/css/..%2f..%2f..%2fetc%2fpasswd", "/.git/config"] {
+    for path in [
+        "/../../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/css/..%2f..%2f..%2fetc%2fpasswd",
+        "/.git/config",
+    ] {
         let page = get_page(&site, path).await;
         assert_eq!(page.status, 404, "{path}: {page:?}");
         assert!(!page.body.contains("root:"), "{path}");
@@ -63,18 +87,32 @@ async fn static_site_is_served_at_its_subdomain_with_types_and_ordered_logs() {
 
     // The immutable deployment host serves the same files.
     let immutable = host(&deployment_label("static-fixture", &deployment));
-    assert!(get_page(&immutable, "/").await.body.contains("Static fixture v1"));
+    assert!(
+        get_page(&immutable, "/")
+            .await
+            .body
+            .contains("Static fixture v1")
+    );
     // An unknown host is a plain 404.
     assert_eq!(get_page(&host("no-such-project"), "/").await.status, 404);
 
     // The build log comes back from ClickHouse in order, gapless from 1.
-    let lines = api.logs_containing(deployment["id"].as_str().unwrap(), "Deployed").await;
+    let lines = api
+        .logs_containing(deployment["id"].as_str().unwrap(), "Deployed")
+        .await;
     let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
     let text = messages(&lines);
     assert!(text[0].starts_with("Cloning"), "{text:?}");
-    assert!(text.iter().any(|m| m.contains("Detected static")), "{text:?}");
-    assert!(lines.iter().all(|l| l["ts"].as_str().is_some_and(|t| t.ends_with('Z'))));
+    assert!(
+        text.iter().any(|m| m.contains("Detected static")),
+        "{text:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["ts"].as_str().is_some_and(|t| t.ends_with('Z')))
+    );
 }
 
 #[tokio::test]
@@ -96,7 +134,11 @@ async fn node_build_runs_sandboxed_without_platform_access_and_masks_secrets() {
             }
         }))
         .await;
-    assert_eq!(project["env"]["API_KEY"], json!({"secret": true}), "secret values are never returned");
+    assert_eq!(
+        project["env"]["API_KEY"],
+        json!({"secret": true}),
+        "secret values are never returned"
+    );
     let deployment = api.deploy(project["id"].as_str().unwrap()).await;
     let id = deployment["id"].as_str().unwrap();
     let done = api.wait_final(id).await;
@@ -104,20 +146,39 @@ async fn node_build_runs_sandboxed_without_platform_access_and_masks_secrets() {
     let page = wait_served(&host("node-build"), "/", "hello from env").await;
     assert_eq!(page.header("content-type"), "text/html; charset=utf-8");
     let json_file = get_page(&host("node-build"), "/data.json").await;
-    assert_eq!(json_file.header("content-type"), "application/json; charset=utf-8");
+    assert_eq!(
+        json_file.header("content-type"),
+        "application/json; charset=utf-8"
+    );
 
     let lines = api.logs_containing(id, "Deployed").await;
     let text = messages(&lines);
-    let build_lines: Vec<&String> = text.iter().filter(|m| m.starts_with("build line ")).collect();
+    let build_lines: Vec<&String> = text
+        .iter()
+        .filter(|m| m.starts_with("build line "))
+        .collect();
     assert_eq!(build_lines.len(), 40);
     for (i, line) in build_lines.iter().enumerate() {
         assert_eq!(**line, format!("build line {}", i + 1));
     }
-    assert!(lines.iter().any(|l| l["stream"] == "stderr" && l["message"] == "a line on stderr"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["stream"] == "stderr" && l["message"] == "a line on stderr")
+    );
     // Unprivileged, with only the project's variables (plus a few fixed ones).
     assert!(text.iter().any(|m| m == "uid=65534"), "{text:?}");
-    let env_line = text.iter().find(|m| m.starts_with("env-keys=")).expect("env line");
-    for forbidden in ["DEPLOYSPHERE_S3", "DEPLOYSPHERE_KAFKA", "AWS_", "DATABASE", "TOKEN"] {
+    let env_line = text
+        .iter()
+        .find(|m| m.starts_with("env-keys="))
+        .expect("env line");
+    for forbidden in [
+        "DEPLOYSPHERE_S3",
+        "DEPLOYSPHERE_KAFKA",
+        "AWS_",
+        "DATABASE",
+        "TOKEN",
+    ] {
         assert!(!env_line.contains(forbidden), "{env_line}");
     }
     assert!(env_line.contains("GREETING") && env_line.contains("API_KEY"));
@@ -126,7 +187,10 @@ async fn node_build_runs_sandboxed_without_platform_access_and_masks_secrets() {
     assert!(!text.iter().any(|m| m.contains("s3cr3t-value-123")));
     // The platform's Postgres and API are out of reach from the sandbox.
     for port in [p.postgres_port, p.api_port] {
-        let probe = text.iter().find(|m| m.starts_with(&format!("probe {port} "))).expect("probe line");
+        let probe = text
+            .iter()
+            .find(|m| m.starts_with(&format!("probe {port} ")))
+            .expect("probe line");
         assert!(probe.contains("blocked"), "{probe}");
     }
 }
@@ -136,31 +200,63 @@ async fn failed_build_keeps_the_previous_production_deployment_live() {
     let api = Api::new_account("failing").await;
     let repo = Repo::from_fixture("static-site");
     repo.commit("v1");
-    let project = api.create_project(json!({"name": "keeps live", "git_url": repo.url(), "branch": "main"})).await;
+    let project = api
+        .create_project(json!({"name": "keeps live", "git_url": repo.url(), "branch": "main"}))
+        .await;
     let project_id = project["id"].as_str().unwrap();
     let first = api.deploy(project_id).await;
-    assert_eq!(api.wait_final(first["id"].as_str().unwrap()).await["state"], "READY");
+    assert_eq!(
+        api.wait_final(first["id"].as_str().unwrap()).await["state"],
+        "READY"
+    );
     wait_served(&host("keeps-live"), "/", "Static fixture v1").await;
 
     // The next commit's build fails.
     repo.write("package.json", r#"{"scripts": {"build": "node build.js"}}"#);
-    repo.write("build.js", &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/failing-build/build.js")).unwrap());
+    repo.write(
+        "build.js",
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/failing-build/build.js"
+        ))
+        .unwrap(),
+    );
     repo.write("index.html", "<h1>v2 must never be served</h1>");
     repo.commit("broken v2");
     let second = api.deploy(project_id).await;
     let second_id = second["id"].as_str().unwrap();
     let failed = api.wait_final(second_id).await;
     assert_eq!(failed["state"], "FAILED", "{failed}");
-    assert!(failed["error"].as_str().unwrap().contains("build command exited with status 3"), "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("build command exited with status 3"),
+        "{failed}"
+    );
     let lines = api.logs_containing(second_id, "Build failed").await;
-    assert!(messages(&lines).iter().any(|m| m.contains("the build broke on purpose")));
+    assert!(
+        messages(&lines)
+            .iter()
+            .any(|m| m.contains("the build broke on purpose"))
+    );
 
     // Production still serves v1; the failed deployment uploaded nothing.
     let page = get_page(&host("keeps-live"), "/").await;
     assert!(page.body.contains("Static fixture v1"), "{page:?}");
-    assert_eq!(get_page(&host(&deployment_label("keeps-live", &second)), "/").await.status, 404);
+    assert_eq!(
+        get_page(&host(&deployment_label("keeps-live", &second)), "/")
+            .await
+            .status,
+        404
+    );
     let store = object_store();
-    assert!(!store.exists(&format!("manifests/{second_id}.json")).await.unwrap());
+    assert!(
+        !store
+            .exists(&format!("manifests/{second_id}.json"))
+            .await
+            .unwrap()
+    );
     let project = api.get(&format!("/v1/projects/{project_id}")).await.body;
     assert_eq!(project["production_deployment_id"], first["id"]);
 }
@@ -169,7 +265,8 @@ async fn failed_build_keeps_the_previous_production_deployment_live() {
 async fn symlink_out_of_the_output_fails_the_build_and_uploads_nothing() {
     let api = Api::new_account("symlink").await;
     let repo = Repo::from_fixture("");
-    repo.write("site/index.html", "<h1>hi</h1>").symlink("/etc/passwd", "site/passwd.txt");
+    repo.write("site/index.html", "<h1>hi</h1>")
+        .symlink("/etc/passwd", "site/passwd.txt");
     repo.commit("escape");
     let project = api
         .create_project(json!({"name": "symlink escape", "git_url": repo.url(), "build": {"output_dir": "site"}}))
@@ -179,36 +276,69 @@ async fn symlink_out_of_the_output_fails_the_build_and_uploads_nothing() {
     let done = api.wait_final(id).await;
     assert_eq!(done["state"], "FAILED");
     let error = done["error"].as_str().unwrap();
-    assert!(error.contains("symlink that points outside the output folder"), "{error}");
+    assert!(
+        error.contains("symlink that points outside the output folder"),
+        "{error}"
+    );
     assert!(error.contains("passwd.txt -> /etc/passwd"), "{error}");
-    assert!(!object_store().exists(&format!("manifests/{id}.json")).await.unwrap());
-    assert_eq!(get_page(&host("symlink-escape"), "/passwd.txt").await.status, 404);
+    assert!(
+        !object_store()
+            .exists(&format!("manifests/{id}.json"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        get_page(&host("symlink-escape"), "/passwd.txt")
+            .await
+            .status,
+        404
+    );
 }
 
 #[tokio::test]
 async fn uncloneable_git_url_fails_with_gits_reason_in_the_logs() {
     let api = Api::new_account("badgit").await;
-    let project = api.create_project(json!({"name": "bad git", "git_url": "/tmp/deploysphere-no-such-repo"})).await;
+    let project = api
+        .create_project(json!({"name": "bad git", "git_url": "/tmp/deploysphere-no-such-repo"}))
+        .await;
     let deployment = api.deploy(project["id"].as_str().unwrap()).await;
     let id = deployment["id"].as_str().unwrap();
     let done = api.wait_final(id).await;
     assert_eq!(done["state"], "FAILED");
-    assert!(done["error"].as_str().unwrap().contains("could not clone"), "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("could not clone"),
+        "{done}"
+    );
     let lines = api.logs_containing(id, "Build failed").await;
     let text = messages(&lines);
     assert!(
-        text.iter().any(|m| m.contains("does not appear to be a git repository") || m.contains("not found")),
+        text.iter().any(
+            |m| m.contains("does not appear to be a git repository") || m.contains("not found")
+        ),
         "{text:?}"
     );
     // A ref that does not exist fails the same way.
     let repo = Repo::from_fixture("static-site");
     repo.commit("v1");
-    let project = api.create_project(json!({"name": "bad ref", "git_url": repo.url()})).await;
-    let reply = api.post(&format!("/v1/projects/{}/deployments", project["id"].as_str().unwrap()), json!({"ref": "no-such-branch"})).await;
+    let project = api
+        .create_project(json!({"name": "bad ref", "git_url": repo.url()}))
+        .await;
+    let reply = api
+        .post(
+            &format!(
+                "/v1/projects/{}/deployments",
+                project["id"].as_str().unwrap()
+            ),
+            json!({"ref": "no-such-branch"}),
+        )
+        .await;
     assert_eq!(reply.status, 202);
     let done = api.wait_final(reply.body["id"].as_str().unwrap()).await;
     assert_eq!(done["state"], "FAILED");
-    assert!(done["error"].as_str().unwrap().contains("no-such-branch"), "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("no-such-branch"),
+        "{done}"
+    );
 }
 
 #[tokio::test]
@@ -216,10 +346,15 @@ async fn promote_rolls_back_to_an_earlier_ready_deployment_without_rebuilding() 
     let api = Api::new_account("rollback").await;
     let repo = Repo::from_fixture("static-site");
     repo.commit("v1");
-    let project = api.create_project(json!({"name": "rollback site", "git_url": repo.url()})).await;
+    let project = api
+        .create_project(json!({"name": "rollback site", "git_url": repo.url()}))
+        .await;
     let project_id = project["id"].as_str().unwrap();
     let v1 = api.deploy(project_id).await;
-    assert_eq!(api.wait_final(v1["id"].as_str().unwrap()).await["state"], "READY");
+    assert_eq!(
+        api.wait_final(v1["id"].as_str().unwrap()).await["state"],
+        "READY"
+    );
     repo.write("index.html", "<h1>Version two</h1>");
     repo.commit("v2");
     let v2 = api.deploy(project_id).await;
@@ -229,24 +364,61 @@ async fn promote_rolls_back_to_an_earlier_ready_deployment_without_rebuilding() 
     let site = host("rollback-site");
     wait_served(&site, "/", "Version two").await;
 
-    let reply = api.post(&format!("/v1/projects/{project_id}/promote"), json!({"deployment_id": v1["id"]})).await;
+    let reply = api
+        .post(
+            &format!("/v1/projects/{project_id}/promote"),
+            json!({"deployment_id": v1["id"]}),
+        )
+        .await;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.body["project"]["production_deployment_id"], v1["id"]);
     wait_served(&site, "/", "Static fixture v1").await;
     // Both deployments stay reachable at their own hosts.
-    assert!(get_page(&host(&deployment_label("rollback-site", &v2)), "/").await.body.contains("Version two"));
-    let listed = api.get(&format!("/v1/projects/{project_id}/deployments")).await.body;
-    let ids: Vec<&str> = listed["deployments"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, [v2["id"].as_str().unwrap(), v1["id"].as_str().unwrap()], "newest first");
+    assert!(
+        get_page(&host(&deployment_label("rollback-site", &v2)), "/")
+            .await
+            .body
+            .contains("Version two")
+    );
+    let listed = api
+        .get(&format!("/v1/projects/{project_id}/deployments"))
+        .await
+        .body;
+    let ids: Vec<&str> = listed["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [v2["id"].as_str().unwrap(), v1["id"].as_str().unwrap()],
+        "newest first"
+    );
 
     // Only READY deployments of this project can be promoted.
-    let failing = api.create_project(json!({"name": "other", "git_url": "/tmp/deploysphere-no-such-repo"})).await;
+    let failing = api
+        .create_project(json!({"name": "other", "git_url": "/tmp/deploysphere-no-such-repo"}))
+        .await;
     let bad = api.deploy(failing["id"].as_str().unwrap()).await;
     api.wait_final(bad["id"].as_str().unwrap()).await;
-    let reply = api.post(&format!("/v1/projects/{}/promote", failing["id"].as_str().unwrap()), json!({"deployment_id": bad["id"]})).await;
+    let reply = api
+        .post(
+            &format!("/v1/projects/{}/promote", failing["id"].as_str().unwrap()),
+            json!({"deployment_id": bad["id"]}),
+        )
+        .await;
     assert_eq!(reply.status, 409, "{reply:?}");
-    let reply = api.post(&format!("/v1/projects/{project_id}/promote"), json!({"deployment_id": bad["id"]})).await;
-    assert_eq!(reply.status, 404, "a deployment of another project: {reply:?}");
+    let reply = api
+        .post(
+            &format!("/v1/projects/{project_id}/promote"),
+            json!({"deployment_id": bad["id"]}),
+        )
+        .await;
+    assert_eq!(
+        reply.status, 404,
+        "a deployment of another project: {reply:?}"
+    );
 }
 
 #[tokio::test]
@@ -266,19 +438,35 @@ async fn cancel_kills_every_process_of_the_build() {
     let deployment = api.deploy(project["id"].as_str().unwrap()).await;
     let id = deployment["id"].as_str().unwrap();
     api.logs_containing(id, "build-started").await;
-    assert!(count_processes(&marker) >= 2, "the build's processes should be running");
-    let reply = api.post(&format!("/v1/deployments/{id}/cancel"), json!({})).await;
+    assert!(
+        count_processes(&marker) >= 2,
+        "the build's processes should be running"
+    );
+    let reply = api
+        .post(&format!("/v1/deployments/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.body["state"], "CANCELED");
     let start = std::time::Instant::now();
     while count_processes(&marker) > 0 {
-        assert!(start.elapsed() < Duration::from_secs(10), "build processes survived the cancel");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "build processes survived the cancel"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // It stays canceled, and cannot be canceled twice.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(api.get(&format!("/v1/deployments/{id}")).await.body["state"], "CANCELED");
-    assert_eq!(api.post(&format!("/v1/deployments/{id}/cancel"), json!({})).await.status, 409);
+    assert_eq!(
+        api.get(&format!("/v1/deployments/{id}")).await.body["state"],
+        "CANCELED"
+    );
+    assert_eq!(
+        api.post(&format!("/v1/deployments/{id}/cancel"), json!({}))
+            .await
+            .status,
+        409
+    );
 }
 
 fn count_processes(cmdline: &str) -> usize {
@@ -287,7 +475,12 @@ fn count_processes(cmdline: &str) -> usize {
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                })
                 .filter(|e| {
                     std::fs::read(e.path().join("cmdline"))
                         .map(|c| String::from_utf8_lossy(&c).trim_end_matches('\0') == needle)
@@ -313,8 +506,15 @@ async fn a_build_past_its_time_limit_is_stopped_and_failed() {
         .await;
     let deployment = api.deploy(project["id"].as_str().unwrap()).await;
     let done = api
-        .wait_for(deployment["id"].as_str().unwrap(), Duration::from_secs(60), |d| d["state"] != "QUEUED" && d["state"] != "BUILDING")
+        .wait_for(
+            deployment["id"].as_str().unwrap(),
+            Duration::from_secs(60),
+            |d| d["state"] != "QUEUED" && d["state"] != "BUILDING",
+        )
         .await;
     assert_eq!(done["state"], "FAILED", "{done}");
-    assert!(done["error"].as_str().unwrap().contains("time limit"), "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("time limit"),
+        "{done}"
+    );
 }

@@ -34,8 +34,18 @@ pub struct Failure(pub String);
 /// Runs the whole build and reports its end: `Finished` or `Failed`. Returns an error
 /// only when the final report itself could not be delivered.
 pub async fn run(spec: &BuildSpec, config: &BuilderConfig) -> anyhow::Result<bool> {
-    let secrets: Vec<String> = spec.env.values().filter(|v| v.secret).map(|v| v.value.clone()).collect();
-    let mut reporter = Reporter::new(&config.kafka_brokers, &spec.deployment_id, &spec.project_id, secrets)?;
+    let secrets: Vec<String> = spec
+        .env
+        .values()
+        .filter(|v| v.secret)
+        .map(|v| v.value.clone())
+        .collect();
+    let mut reporter = Reporter::new(
+        &config.kafka_brokers,
+        &spec.deployment_id,
+        &spec.project_id,
+        secrets,
+    )?;
     reporter.event(BuildEventKind::Started).await?;
     let work = config.work_dir.join(&spec.deployment_id);
     let started = Instant::now();
@@ -67,25 +77,50 @@ pub async fn run(spec: &BuildSpec, config: &BuilderConfig) -> anyhow::Result<boo
     };
     let undelivered = reporter.finish().await;
     if undelivered > 0 {
-        eprintln!("[builder] {undelivered} of {} log lines could not be delivered", reporter.lines_sent());
+        eprintln!(
+            "[builder] {undelivered} of {} log lines could not be delivered",
+            reporter.lines_sent()
+        );
     }
     reporter.event(final_event).await?;
     Ok(succeeded)
 }
 
-async fn build(spec: &BuildSpec, config: &BuilderConfig, work: &Path, reporter: &mut Reporter) -> Result<upload::UploadStats, Failure> {
+async fn build(
+    spec: &BuildSpec,
+    config: &BuilderConfig,
+    work: &Path,
+    reporter: &mut Reporter,
+) -> Result<upload::UploadStats, Failure> {
     let fail = |message: String| Failure(message);
     let deadline = Instant::now() + Duration::from_secs(spec.limits.timeout_seconds);
-    let source = validate::git_url(&spec.git_url, config.allow_local_sources).map_err(|e| fail(e.to_string()))?;
+    let source = validate::git_url(&spec.git_url, config.allow_local_sources)
+        .map_err(|e| fail(e.to_string()))?;
     validate::git_ref("ref", &spec.git_ref).map_err(|e| fail(e.to_string()))?;
 
     let checkout = work.join("src");
-    reporter.system(format!("Cloning {} ({})", source.url(), spec.git_ref)).await;
-    let commit = source::checkout(reporter, source.url(), &spec.git_ref, &checkout, &work.join("git-home"))
-        .await
-        .map_err(|e| fail(format!("could not clone the repository: {e}")))?
-        .map_err(|e| fail(format!("could not clone {} at {}: {e}", source.url(), spec.git_ref)))?;
-    reporter.system(format!("Checked out commit {commit}")).await;
+    reporter
+        .system(format!("Cloning {} ({})", source.url(), spec.git_ref))
+        .await;
+    let commit = source::checkout(
+        reporter,
+        source.url(),
+        &spec.git_ref,
+        &checkout,
+        &work.join("git-home"),
+    )
+    .await
+    .map_err(|e| fail(format!("could not clone the repository: {e}")))?
+    .map_err(|e| {
+        fail(format!(
+            "could not clone {} at {}: {e}",
+            source.url(),
+            spec.git_ref
+        ))
+    })?;
+    reporter
+        .system(format!("Checked out commit {commit}"))
+        .await;
 
     let checkout = checkout.canonicalize().map_err(|e| fail(e.to_string()))?;
     let root_rel = spec.settings.root_dir.clone().unwrap_or_else(|| ".".into());
@@ -94,8 +129,13 @@ async fn build(spec: &BuildSpec, config: &BuilderConfig, work: &Path, reporter: 
         .canonicalize()
         .ok()
         .filter(|p| p.starts_with(&checkout) && p.is_dir())
-        .ok_or_else(|| fail(format!("root_dir {root_rel:?} is not a folder of the repository")))?;
-    let plan = detect_plan(&source::FsTree::new(&root), &spec.settings).map_err(|e| fail(e.to_string()))?;
+        .ok_or_else(|| {
+            fail(format!(
+                "root_dir {root_rel:?} is not a folder of the repository"
+            ))
+        })?;
+    let plan = detect_plan(&source::FsTree::new(&root), &spec.settings)
+        .map_err(|e| fail(e.to_string()))?;
     reporter
         .system(format!(
             "Detected {}: install {:?}, build {:?}, output {:?}",
@@ -106,13 +146,19 @@ async fn build(spec: &BuildSpec, config: &BuilderConfig, work: &Path, reporter: 
         ))
         .await;
     let _ = reporter
-        .event(BuildEventKind::Planned { commit_sha: commit.clone(), plan: plan.clone() })
+        .event(BuildEventKind::Planned {
+            commit_sha: commit.clone(),
+            plan: plan.clone(),
+        })
         .await;
 
-    let commands: Vec<(&str, &String)> = [("install", &plan.install_command), ("build", &plan.build_command)]
-        .into_iter()
-        .filter_map(|(name, command)| command.as_ref().map(|c| (name, c)))
-        .collect();
+    let commands: Vec<(&str, &String)> = [
+        ("install", &plan.install_command),
+        ("build", &plan.build_command),
+    ]
+    .into_iter()
+    .filter_map(|(name, command)| command.as_ref().map(|c| (name, c)))
+    .collect();
     if !commands.is_empty() {
         let mut env: Vec<(String, String)> = vec![
             ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
@@ -122,7 +168,10 @@ async fn build(spec: &BuildSpec, config: &BuilderConfig, work: &Path, reporter: 
             ("LANG".into(), "C.UTF-8".into()),
         ];
         if Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
-            env.push(("NODE_EXTRA_CA_CERTS".into(), "/etc/ssl/certs/ca-certificates.crt".into()));
+            env.push((
+                "NODE_EXTRA_CA_CERTS".into(),
+                "/etc/ssl/certs/ca-certificates.crt".into(),
+            ));
         }
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.value.clone())));
         let sandbox = Sandbox::new(&spec.deployment_id, &checkout, env, &spec.limits)
@@ -133,7 +182,10 @@ async fn build(spec: &BuildSpec, config: &BuilderConfig, work: &Path, reporter: 
             .display()
             .to_string();
         for (name, command) in commands {
-            reporter.system(format!("Running {name} command: {command}")).await;
+            reporter
+                .system(format!("Running {name} command: {command}"))
+                .await;
+            let command_started = Instant::now();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let (tx, mut rx) = mpsc::channel::<(LogStream, String)>(1024);
             let run = sandbox.run(command, &workdir, remaining, tx);
@@ -148,7 +200,12 @@ async fn build(spec: &BuildSpec, config: &BuilderConfig, work: &Path, reporter: 
                 reporter.line(stream, &line).await;
             }
             match exit {
-                Ok(Exit::Code(0)) => {}
+                Ok(Exit::Code(0)) => {
+                    let elapsed = command_started.elapsed().as_secs_f64();
+                    reporter
+                        .system(format!("The {name} command finished in {elapsed:.3} s"))
+                        .await;
+                }
                 Ok(exit) => return Err(fail(format!("the {name} command {exit}"))),
                 Err(e) => return Err(fail(format!("the {name} command could not run: {e}"))),
             }
@@ -157,13 +214,25 @@ async fn build(spec: &BuildSpec, config: &BuilderConfig, work: &Path, reporter: 
 
     let output = root.join(&plan.output_dir);
     let files = upload::collect(&output).map_err(|e| {
-        if output.exists() { fail(e) } else { fail(format!("the output folder {:?} does not exist after the build", plan.output_dir)) }
+        if output.exists() {
+            fail(e)
+        } else {
+            fail(format!(
+                "the output folder {:?} does not exist after the build",
+                plan.output_dir
+            ))
+        }
     })?;
     if files.is_empty() {
-        return Err(fail(format!("the output folder {:?} is empty", plan.output_dir)));
+        return Err(fail(format!(
+            "the output folder {:?} is empty",
+            plan.output_dir
+        )));
     }
     let _ = reporter.event(BuildEventKind::Uploading).await;
-    reporter.system(format!("Uploading {} files", files.len())).await;
+    reporter
+        .system(format!("Uploading {} files", files.len()))
+        .await;
     let store = ObjectStore::new(&config.s3);
     upload::upload(&store, &spec.deployment_id, files)
         .await

@@ -26,8 +26,12 @@ fn config() -> anyhow::Result<(BuildSpec, BuilderConfig)> {
             access_key: env("DEPLOYSPHERE_S3_ACCESS_KEY")?,
             secret_key: env("DEPLOYSPHERE_S3_SECRET_KEY")?,
         },
-        work_dir: PathBuf::from(std::env::var("DEPLOYSPHERE_WORK_DIR").unwrap_or_else(|_| "/tmp/deploysphere-builds".into())),
-        allow_local_sources: std::env::var("DEPLOYSPHERE_ALLOW_LOCAL_SOURCES").is_ok_and(|v| v == "1"),
+        work_dir: PathBuf::from(
+            std::env::var("DEPLOYSPHERE_WORK_DIR")
+                .unwrap_or_else(|_| "/tmp/deploysphere-builds".into()),
+        ),
+        allow_local_sources: std::env::var("DEPLOYSPHERE_ALLOW_LOCAL_SOURCES")
+            .is_ok_and(|v| v == "1"),
     };
     Ok((spec, config))
 }
@@ -37,6 +41,10 @@ async fn main() -> anyhow::Result<()> {
     let (spec, config) = config()?;
     std::fs::create_dir_all(&config.work_dir)?;
     let succeeded = run(&spec, &config).await?;
-    eprintln!("[builder] deployment {} {}", spec.deployment_id, if succeeded { "READY" } else { "FAILED" });
+    eprintln!(
+        "[builder] deployment {} {}",
+        spec.deployment_id,
+        if succeeded { "READY" } else { "FAILED" }
+    );
     Ok(())
 }

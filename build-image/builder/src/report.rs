@@ -7,8 +7,8 @@ use deploysphere_adapters::kafka::{BUILD_LOGS, DEPLOYMENT_EVENTS, producer_confi
 use deploysphere_adapters::now_ms;
 use deploysphere_core::logs::{mask_secrets, truncate_message};
 use deploysphere_core::{BuildEvent, BuildEventKind, LogLine, LogStream};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 pub struct Reporter {
     producer: FutureProducer,
@@ -20,7 +20,12 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn new(brokers: &str, deployment_id: &str, project_id: &str, secrets: Vec<String>) -> anyhow::Result<Self> {
+    pub fn new(
+        brokers: &str,
+        deployment_id: &str,
+        project_id: &str,
+        secrets: Vec<String>,
+    ) -> anyhow::Result<Self> {
         let producer: FutureProducer = producer_config(brokers)
             .set("queue.buffering.max.messages", "1000000")
             .create()?;
@@ -56,7 +61,9 @@ impl Reporter {
         }
         let payload = serde_json::to_vec(&line).unwrap_or_default();
         loop {
-            let record = FutureRecord::to(BUILD_LOGS).key(&self.deployment_id).payload(&payload);
+            let record = FutureRecord::to(BUILD_LOGS)
+                .key(&self.deployment_id)
+                .payload(&payload);
             match self.producer.send_result(record) {
                 Ok(delivery) => {
                     self.pending.push(delivery);
@@ -99,7 +106,9 @@ impl Reporter {
             kind,
         };
         let payload = serde_json::to_vec(&event)?;
-        let record = FutureRecord::to(DEPLOYMENT_EVENTS).key(&self.deployment_id).payload(&payload);
+        let record = FutureRecord::to(DEPLOYMENT_EVENTS)
+            .key(&self.deployment_id)
+            .payload(&payload);
         self.producer
             .send(record, Duration::from_secs(30))
             .await

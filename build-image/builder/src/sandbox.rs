@@ -55,11 +55,23 @@ impl Cgroup {
         let period = 100_000u64;
         let quota = limits.cpu_millis * period / 1000;
         let v1 = [
-            ("memory", vec![("memory.limit_in_bytes", memory.to_string())]),
-            ("cpu", vec![("cpu.cfs_period_us", period.to_string()), ("cpu.cfs_quota_us", quota.to_string())]),
+            (
+                "memory",
+                vec![("memory.limit_in_bytes", memory.to_string())],
+            ),
+            (
+                "cpu",
+                vec![
+                    ("cpu.cfs_period_us", period.to_string()),
+                    ("cpu.cfs_quota_us", quota.to_string()),
+                ],
+            ),
             ("pids", vec![("pids.max", limits.max_processes.to_string())]),
         ];
-        if v1.iter().all(|(controller, _)| root.join(controller).join("cgroup.procs").exists()) {
+        if v1
+            .iter()
+            .all(|(controller, _)| root.join(controller).join("cgroup.procs").exists())
+        {
             let mut dirs = Vec::new();
             for (controller, settings) in &v1 {
                 let dir = root.join(controller).join("deploysphere").join(name);
@@ -77,8 +89,12 @@ impl Cgroup {
             }
             return Some(Cgroup::V1(dirs));
         }
-        let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
-        if ["memory", "cpu", "pids"].iter().all(|c| controllers.split_whitespace().any(|x| x == *c)) {
+        let controllers =
+            std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+        if ["memory", "cpu", "pids"]
+            .iter()
+            .all(|c| controllers.split_whitespace().any(|x| x == *c))
+        {
             let parent = root.join("deploysphere");
             let _ = std::fs::create_dir_all(&parent);
             let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory +cpu +pids");
@@ -114,7 +130,10 @@ impl Cgroup {
     fn kill_all(&self) {
         for file in self.procs_files() {
             if let Ok(pids) = std::fs::read_to_string(&file) {
-                for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                for pid in pids
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok())
+                {
                     // SAFETY: kill(2) has no memory-safety preconditions.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                 }
@@ -145,10 +164,15 @@ const DATA_FD_BASE: usize = 5;
 fn data_files() -> Vec<(&'static str, String)> {
     vec![
         ("/etc/resolv.conf", "nameserver 10.0.2.3\n".to_string()),
-        ("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n".to_string()),
+        (
+            "/etc/hosts",
+            "127.0.0.1 localhost\n::1 localhost\n".to_string(),
+        ),
         (
             "/etc/passwd",
-            format!("root:x:0:0:root:/root:/bin/sh\nbuild:x:{SANDBOX_UID}:{SANDBOX_UID}:build:/tmp/home:/bin/sh\n"),
+            format!(
+                "root:x:0:0:root:/root:/bin/sh\nbuild:x:{SANDBOX_UID}:{SANDBOX_UID}:build:/tmp/home:/bin/sh\n"
+            ),
         ),
         ("/etc/group", format!("root:x:0:\nbuild:x:{SANDBOX_UID}:\n")),
     ]
@@ -165,13 +189,22 @@ pub struct Sandbox {
 impl Sandbox {
     /// Prepares the sandbox of a build: hands the checkout to the sandbox uid and sets up
     /// the cgroup. `env` is the whole environment the user commands will see.
-    pub fn new(name: &str, checkout: &Path, env: Vec<(String, String)>, limits: &Limits) -> anyhow::Result<Sandbox> {
+    pub fn new(
+        name: &str,
+        checkout: &Path,
+        env: Vec<(String, String)>,
+        limits: &Limits,
+    ) -> anyhow::Result<Sandbox> {
         // SAFETY: geteuid(2) has no preconditions.
         let as_root = unsafe { libc::geteuid() } == 0;
         if as_root {
             chown_tree(checkout, SANDBOX_UID, SANDBOX_UID)?;
         }
-        let cgroup = if as_root { Cgroup::create(name, limits) } else { None };
+        let cgroup = if as_root {
+            Cgroup::create(name, limits)
+        } else {
+            None
+        };
         Ok(Sandbox {
             checkout: checkout.to_path_buf(),
             env,
@@ -200,23 +233,59 @@ impl Sandbox {
 
     fn bwrap_args(&self, workdir: &str) -> Vec<String> {
         let mut args: Vec<String> = [
-            "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
-            "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
-            "--ro-bind", "/usr", "/usr",
-            "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
-            "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin",
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/tmp/home",
+            "--unshare-user",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-net",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            "--clearenv",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--symlink",
+            "usr/bin",
+            "/bin",
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+            "--symlink",
+            "usr/sbin",
+            "/sbin",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--dir",
+            "/tmp/home",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        for path in ["/etc/ssl", "/etc/ca-certificates", "/etc/alternatives", "/etc/nsswitch.conf"] {
+        for path in [
+            "/etc/ssl",
+            "/etc/ca-certificates",
+            "/etc/alternatives",
+            "/etc/nsswitch.conf",
+        ] {
             if Path::new(path).exists() {
                 args.extend(["--ro-bind".into(), path.into(), path.into()]);
             }
         }
         for (i, (path, _)) in data_files().iter().enumerate() {
-            args.extend(["--ro-bind-data".into(), (DATA_FD_BASE + i).to_string(), path.to_string()]);
+            args.extend([
+                "--ro-bind-data".into(),
+                (DATA_FD_BASE + i).to_string(),
+                path.to_string(),
+            ]);
         }
         args.extend([
             "--bind".into(),
@@ -230,7 +299,12 @@ impl Sandbox {
         for (key, value) in &self.env {
             args.extend(["--setenv".into(), key.clone(), value.clone()]);
         }
-        args.extend(["--info-fd".into(), "3".into(), "--block-fd".into(), "4".into()]);
+        args.extend([
+            "--info-fd".into(),
+            "3".into(),
+            "--block-fd".into(),
+            "4".into(),
+        ]);
         args
     }
 
@@ -267,11 +341,18 @@ impl Sandbox {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(&launcher).arg("sandbox");
         if self.as_root {
-            cmd.args(["setpriv", &format!("--reuid={SANDBOX_UID}"), &format!("--regid={SANDBOX_UID}"), "--clear-groups"]);
+            cmd.args([
+                "setpriv",
+                &format!("--reuid={SANDBOX_UID}"),
+                &format!("--regid={SANDBOX_UID}"),
+                "--clear-groups",
+            ]);
         }
         cmd.arg("bwrap").args(&args);
         cmd.env_clear().env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin");
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         cmd.kill_on_drop(true);
         let child_fds: Vec<i32> = [info_write.as_raw_fd(), block_read.as_raw_fd()]
             .into_iter()
@@ -297,7 +378,9 @@ impl Sandbox {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| anyhow::anyhow!("could not start bubblewrap: {e}"))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("could not start bubblewrap: {e}"))?;
         drop(info_write);
         drop(block_read);
         drop(data_pipes);
@@ -337,8 +420,14 @@ impl Sandbox {
         std::io::Write::write_all(&mut block_write, b"1")?;
         drop(block_write);
 
-        let stdout = child.stdout.take().map(|s| pump(s, LogStream::Stdout, lines.clone()));
-        let stderr = child.stderr.take().map(|s| pump(s, LogStream::Stderr, lines.clone()));
+        let stdout = child
+            .stdout
+            .take()
+            .map(|s| pump(s, LogStream::Stdout, lines.clone()));
+        let stderr = child
+            .stderr
+            .take()
+            .map(|s| pump(s, LogStream::Stderr, lines.clone()));
         let exit = match tokio::time::timeout(timeout, child.wait()).await {
             Ok(status) => {
                 let status = status?;
@@ -397,13 +486,19 @@ async fn start_slirp(child_pid: i64) -> anyhow::Result<Child> {
     let (ready_read, ready_write) = pipe()?;
     let ready_fd = ready_write.as_raw_fd();
     let mut cmd = Command::new("slirp4netns");
-    cmd.args(["--configure", "--mtu=65520", "--disable-host-loopback", "--ready-fd=3", "--netns-type=path"])
-        .arg(format!("/proc/{child_pid}/ns/net"))
-        .arg("tap0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.args([
+        "--configure",
+        "--mtu=65520",
+        "--disable-host-loopback",
+        "--ready-fd=3",
+        "--netns-type=path",
+    ])
+    .arg(format!("/proc/{child_pid}/ns/net"))
+    .arg("tap0")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     // SAFETY: only dup2(2) runs between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -413,11 +508,15 @@ async fn start_slirp(child_pid: i64) -> anyhow::Result<Child> {
             Ok(())
         });
     }
-    let mut slirp = cmd.spawn().map_err(|e| anyhow::anyhow!("could not start slirp4netns: {e}"))?;
+    let mut slirp = cmd
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("could not start slirp4netns: {e}"))?;
     drop(ready_write);
     let ready = tokio::task::spawn_blocking(move || {
         let mut buf = [0u8; 1];
-        std::fs::File::from(ready_read).read(&mut buf).map(|n| n == 1)
+        std::fs::File::from(ready_read)
+            .read(&mut buf)
+            .map(|n| n == 1)
     });
     match tokio::time::timeout(Duration::from_secs(10), ready).await {
         Ok(Ok(Ok(true))) => Ok(slirp),

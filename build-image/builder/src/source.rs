@@ -11,9 +11,21 @@ use tokio::process::Command;
 use crate::report::Reporter;
 
 /// Runs git with a clean environment; its output goes to the build log.
-async fn git(reporter: &mut Reporter, dir: &Path, home: &Path, args: &[&str]) -> anyhow::Result<Result<String, String>> {
+async fn git(
+    reporter: &mut Reporter,
+    dir: &Path,
+    home: &Path,
+    args: &[&str],
+) -> anyhow::Result<Result<String, String>> {
     let mut child = Command::new("git")
-        .args(["-c", "safe.directory=*", "-c", "protocol.file.allow=always", "-c", "advice.detachedHead=false"])
+        .args([
+            "-c",
+            "safe.directory=*",
+            "-c",
+            "protocol.file.allow=always",
+            "-c",
+            "advice.detachedHead=false",
+        ])
         .args(args)
         .current_dir(dir)
         .env_clear()
@@ -56,23 +68,46 @@ async fn git(reporter: &mut Reporter, dir: &Path, home: &Path, args: &[&str]) ->
     if status.success() {
         Ok(Ok(stdout))
     } else {
-        Ok(Err(if last_error.is_empty() { format!("git {status}") } else { last_error }))
+        Ok(Err(if last_error.is_empty() {
+            format!("git {status}")
+        } else {
+            last_error
+        }))
     }
 }
 
 /// Fetches `git_ref` of `url` (depth 1) into `dir` and checks it out. Returns the
 /// commit SHA, or git's own reason on failure.
-pub async fn checkout(reporter: &mut Reporter, url: &str, git_ref: &str, dir: &Path, home: &Path) -> anyhow::Result<Result<String, String>> {
+pub async fn checkout(
+    reporter: &mut Reporter,
+    url: &str,
+    git_ref: &str,
+    dir: &Path,
+    home: &Path,
+) -> anyhow::Result<Result<String, String>> {
     std::fs::create_dir_all(dir)?;
     std::fs::create_dir_all(home)?;
     if let Err(e) = git(reporter, dir, home, &["init", "-q", "."]).await? {
         return Ok(Err(e));
     }
-    let fetched = git(reporter, dir, home, &["fetch", "--depth", "1", "--no-tags", "--", url, git_ref]).await?;
+    let fetched = git(
+        reporter,
+        dir,
+        home,
+        &["fetch", "--depth", "1", "--no-tags", "--", url, git_ref],
+    )
+    .await?;
     if let Err(e) = fetched {
         return Ok(Err(e));
     }
-    if let Err(e) = git(reporter, dir, home, &["checkout", "-q", "--detach", "FETCH_HEAD"]).await? {
+    if let Err(e) = git(
+        reporter,
+        dir,
+        home,
+        &["checkout", "-q", "--detach", "FETCH_HEAD"],
+    )
+    .await?
+    {
         return Ok(Err(e));
     }
     match git(reporter, dir, home, &["rev-parse", "HEAD"]).await? {
@@ -88,7 +123,9 @@ pub struct FsTree {
 
 impl FsTree {
     pub fn new(root: &Path) -> Self {
-        FsTree { root: root.to_path_buf() }
+        FsTree {
+            root: root.to_path_buf(),
+        }
     }
 
     fn inside(&self, path: &str) -> Option<PathBuf> {

@@ -29,17 +29,24 @@ pub fn collect(output: &Path) -> Result<Vec<OutputFile>, String> {
     let mut files = Vec::new();
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
         for entry in entries {
             let entry = entry.map_err(|e| e.to_string())?;
             if entry.file_name() == ".git" {
                 continue;
             }
             let path = entry.path();
-            let relative = path.strip_prefix(&root).unwrap_or(&path).to_string_lossy().to_string();
+            let relative = path
+                .strip_prefix(&root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .to_string();
             let meta = std::fs::symlink_metadata(&path).map_err(|e| e.to_string())?;
             let source = if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(&path).map(|t| t.display().to_string()).unwrap_or_default();
+                let target = std::fs::read_link(&path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default();
                 let Ok(resolved) = path.canonicalize() else {
                     // A dangling link names nothing that could be served.
                     continue;
@@ -76,8 +83,19 @@ fn content_type_for(path: &str) -> String {
     let mime = mime_guess::from_path(path).first_or_octet_stream();
     let essence = mime.essence_str();
     let texty = mime.type_() == "text"
-        || matches!(essence, "application/javascript" | "application/json" | "image/svg+xml" | "application/xml" | "application/manifest+json");
-    if texty { format!("{essence}; charset=utf-8") } else { essence.to_string() }
+        || matches!(
+            essence,
+            "application/javascript"
+                | "application/json"
+                | "image/svg+xml"
+                | "application/xml"
+                | "application/manifest+json"
+        );
+    if texty {
+        format!("{essence}; charset=utf-8")
+    } else {
+        essence.to_string()
+    }
 }
 
 pub struct UploadStats {
@@ -90,7 +108,11 @@ pub struct UploadStats {
 /// Hashes and uploads every file (16 at a time), skipping blobs that exist, then
 /// writes the manifest. The manifest is written last: a deployment is only routable
 /// once all its blobs are in place.
-pub async fn upload(store: &ObjectStore, deployment_id: &str, files: Vec<OutputFile>) -> anyhow::Result<UploadStats> {
+pub async fn upload(
+    store: &ObjectStore,
+    deployment_id: &str,
+    files: Vec<OutputFile>,
+) -> anyhow::Result<UploadStats> {
     let total: u64 = files
         .iter()
         .map(|f| std::fs::metadata(&f.source).map(|m| m.len()).unwrap_or(0))
@@ -109,11 +131,21 @@ pub async fn upload(store: &ObjectStore, deployment_id: &str, files: Vec<OutputF
                 false
             } else {
                 store
-                    .put(&blob_key(&sha), ByteStream::from(bytes), &content_type, Some(&cache_control))
+                    .put(
+                        &blob_key(&sha),
+                        ByteStream::from(bytes),
+                        &content_type,
+                        Some(&cache_control),
+                    )
                     .await?;
                 true
             };
-            let entry = ManifestEntry { blob: sha, size, content_type, cache_control };
+            let entry = ManifestEntry {
+                blob: sha,
+                size,
+                content_type,
+                cache_control,
+            };
             anyhow::Ok((file.url_path, entry, uploaded))
         })
         .buffer_unordered(16)
@@ -122,11 +154,19 @@ pub async fn upload(store: &ObjectStore, deployment_id: &str, files: Vec<OutputF
     let blobs_uploaded = results.iter().filter(|(_, _, uploaded)| *uploaded).count() as u64;
     let manifest = Manifest {
         deployment_id: deployment_id.to_string(),
-        files: results.into_iter().map(|(path, entry, _)| (path, entry)).collect(),
+        files: results
+            .into_iter()
+            .map(|(path, entry, _)| (path, entry))
+            .collect(),
     };
     let files = manifest.files.len() as u64;
     let manifest_key = store.put_manifest(&manifest).await?;
-    Ok(UploadStats { manifest_key, files, bytes: total, blobs_uploaded })
+    Ok(UploadStats {
+        manifest_key,
+        files,
+        bytes: total,
+        blobs_uploaded,
+    })
 }
 
 #[cfg(test)]
@@ -137,7 +177,10 @@ mod tests {
     fn content_types() {
         assert_eq!(content_type_for("/index.html"), "text/html; charset=utf-8");
         let js = content_type_for("/app.js");
-        assert!(js.contains("javascript") && js.ends_with("; charset=utf-8"), "{js}");
+        assert!(
+            js.contains("javascript") && js.ends_with("; charset=utf-8"),
+            "{js}"
+        );
         assert_eq!(content_type_for("/logo.png"), "image/png");
         assert_eq!(content_type_for("/data.bin"), "application/octet-stream");
     }

@@ -6,7 +6,9 @@ use deploysphere_core::{LogLine, LogStream};
 use serde::{Deserialize, Serialize};
 
 /// The DDL of `schemas/clickhouse/`, applied in order (each is idempotent).
-const MIGRATIONS: &[&str] = &[include_str!("../../../schemas/clickhouse/0001_build_logs.sql")];
+const MIGRATIONS: &[&str] = &[include_str!(
+    "../../../schemas/clickhouse/0001_build_logs.sql"
+)];
 
 #[derive(Debug, Clone, Row, Serialize, Deserialize)]
 struct LogRow {
@@ -72,7 +74,10 @@ impl LogStore {
     /// Creates the database and applies the DDL.
     pub async fn migrate(&self) -> Result<(), ClickHouseError> {
         self.server
-            .query(&format!("CREATE DATABASE IF NOT EXISTS `{}`", self.database))
+            .query(&format!(
+                "CREATE DATABASE IF NOT EXISTS `{}`",
+                self.database
+            ))
             .execute()
             .await?;
         for ddl in MIGRATIONS {
@@ -94,7 +99,12 @@ impl LogStore {
     }
 
     /// Lines of a deployment with `seq > after_seq`, in order, at most `limit`.
-    pub async fn lines(&self, deployment_id: &str, after_seq: u64, limit: u64) -> Result<Vec<LogLine>, ClickHouseError> {
+    pub async fn lines(
+        &self,
+        deployment_id: &str,
+        after_seq: u64,
+        limit: u64,
+    ) -> Result<Vec<LogLine>, ClickHouseError> {
         let rows = self
             .client
             .query("SELECT ?fields FROM build_logs FINAL WHERE deployment_id = ? AND seq > ? ORDER BY seq LIMIT ?")

@@ -60,13 +60,15 @@ pub async fn migrate(pool: &Pool) -> DbResult<usize> {
     let mut applied = 0;
     for (name, sql) in MIGRATIONS {
         let tx = client.transaction().await?;
-        tx.batch_execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE").await?;
+        tx.batch_execute("LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+            .await?;
         let done = tx
             .query_opt("SELECT 1 FROM schema_migrations WHERE name = $1", &[name])
             .await?;
         if done.is_none() {
             tx.batch_execute(sql).await?;
-            tx.execute("INSERT INTO schema_migrations (name) VALUES ($1)", &[name]).await?;
+            tx.execute("INSERT INTO schema_migrations (name) VALUES ($1)", &[name])
+                .await?;
             applied += 1;
         }
         tx.commit().await?;
@@ -128,8 +130,10 @@ fn project_from_row(row: &Row) -> DbResult<Project> {
         slug: row.get(3),
         git_url: row.get(4),
         branch: row.get(5),
-        build: serde_json::from_value(build).map_err(|e| DbError::Corrupt(format!("projects.build: {e}")))?,
-        env: serde_json::from_value(env).map_err(|e| DbError::Corrupt(format!("projects.env: {e}")))?,
+        build: serde_json::from_value(build)
+            .map_err(|e| DbError::Corrupt(format!("projects.build: {e}")))?,
+        env: serde_json::from_value(env)
+            .map_err(|e| DbError::Corrupt(format!("projects.env: {e}")))?,
         created_at: row.get(8),
         production_deployment_id: row.get(9),
     })
@@ -167,7 +171,12 @@ impl Db {
         Db { pool }
     }
 
-    pub async fn create_account(&self, name: &str, is_admin: bool, token_hash: &str) -> DbResult<Account> {
+    pub async fn create_account(
+        &self,
+        name: &str,
+        is_admin: bool,
+        token_hash: &str,
+    ) -> DbResult<Account> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let id = Uuid::new_v4();
@@ -182,7 +191,11 @@ impl Db {
         )
         .await?;
         tx.commit().await?;
-        Ok(Account { id, name: name.to_string(), is_admin })
+        Ok(Account {
+            id,
+            name: name.to_string(),
+            is_admin,
+        })
     }
 
     pub async fn account_by_token_hash(&self, token_hash: &str) -> DbResult<Option<Account>> {
@@ -193,7 +206,11 @@ impl Db {
                 &[&token_hash],
             )
             .await?;
-        Ok(row.map(|row| Account { id: row.get(0), name: row.get(1), is_admin: row.get(2) }))
+        Ok(row.map(|row| Account {
+            id: row.get(0),
+            name: row.get(1),
+            is_admin: row.get(2),
+        }))
     }
 
     /// Inserts a project; fails with a unique violation when the slug is taken.
@@ -210,7 +227,8 @@ impl Db {
     ) -> DbResult<Project> {
         let client = self.pool.get().await?;
         let id = Uuid::new_v4();
-        let build_json = serde_json::to_value(build).map_err(|e| DbError::Corrupt(e.to_string()))?;
+        let build_json =
+            serde_json::to_value(build).map_err(|e| DbError::Corrupt(e.to_string()))?;
         let env_json = serde_json::to_value(env).map_err(|e| DbError::Corrupt(e.to_string()))?;
         let row = client
             .query_one(
@@ -234,7 +252,10 @@ impl Db {
 
     pub async fn slug_taken(&self, slug: &str) -> DbResult<bool> {
         let client = self.pool.get().await?;
-        Ok(client.query_opt("SELECT 1 FROM projects WHERE slug = $1", &[&slug]).await?.is_some())
+        Ok(client
+            .query_opt("SELECT 1 FROM projects WHERE slug = $1", &[&slug])
+            .await?
+            .is_some())
     }
 
     pub async fn list_projects(&self, account_id: Uuid) -> DbResult<Vec<Project>> {
@@ -275,12 +296,19 @@ impl Db {
     pub async fn project_by_id(&self, id: Uuid) -> DbResult<Option<Project>> {
         let client = self.pool.get().await?;
         let row = client
-            .query_opt(&format!("SELECT {PROJECT_COLUMNS} FROM {PROJECT_FROM} WHERE p.id = $1"), &[&id])
+            .query_opt(
+                &format!("SELECT {PROJECT_COLUMNS} FROM {PROJECT_FROM} WHERE p.id = $1"),
+                &[&id],
+            )
             .await?;
         row.as_ref().map(project_from_row).transpose()
     }
 
-    pub async fn insert_deployment(&self, project: &Project, git_ref: &str) -> DbResult<Deployment> {
+    pub async fn insert_deployment(
+        &self,
+        project: &Project,
+        git_ref: &str,
+    ) -> DbResult<Deployment> {
         let client = self.pool.get().await?;
         let id = Uuid::new_v4();
         client
@@ -295,24 +323,36 @@ impl Db {
                 &[&id],
             )
             .await?;
-        self.deployment(id).await?.ok_or_else(|| DbError::Corrupt("inserted deployment vanished".into()))
+        self.deployment(id)
+            .await?
+            .ok_or_else(|| DbError::Corrupt("inserted deployment vanished".into()))
     }
 
     pub async fn deployment(&self, id: Uuid) -> DbResult<Option<Deployment>> {
         let client = self.pool.get().await?;
         let row = client
-            .query_opt(&format!("SELECT {DEPLOYMENT_COLUMNS} FROM {DEPLOYMENT_FROM} WHERE d.id = $1"), &[&id])
+            .query_opt(
+                &format!("SELECT {DEPLOYMENT_COLUMNS} FROM {DEPLOYMENT_FROM} WHERE d.id = $1"),
+                &[&id],
+            )
             .await?;
         row.as_ref().map(deployment_from_row).transpose()
     }
 
     /// The deployment only if it belongs to `account_id`.
     pub async fn deployment_of(&self, account_id: Uuid, id: Uuid) -> DbResult<Option<Deployment>> {
-        Ok(self.deployment(id).await?.filter(|d| d.account_id == account_id))
+        Ok(self
+            .deployment(id)
+            .await?
+            .filter(|d| d.account_id == account_id))
     }
 
     /// Newest first.
-    pub async fn list_deployments(&self, project_id: Uuid, limit: i64) -> DbResult<Vec<Deployment>> {
+    pub async fn list_deployments(
+        &self,
+        project_id: Uuid,
+        limit: i64,
+    ) -> DbResult<Vec<Deployment>> {
         let client = self.pool.get().await?;
         let rows = client
             .query(
@@ -358,7 +398,12 @@ impl Db {
         Ok(changed == 1)
     }
 
-    pub async fn set_plan(&self, id: Uuid, commit_sha: &str, plan: &serde_json::Value) -> DbResult<()> {
+    pub async fn set_plan(
+        &self,
+        id: Uuid,
+        commit_sha: &str,
+        plan: &serde_json::Value,
+    ) -> DbResult<()> {
         let client = self.pool.get().await?;
         client
             .execute(
@@ -402,7 +447,11 @@ impl Db {
 
     /// The deployment a host names: the production alias of `slug`, or the READY
     /// deployment of `slug` whose id starts with `short_id`.
-    pub async fn route(&self, slug: &str, short_id: Option<&str>) -> DbResult<Option<(Uuid, String)>> {
+    pub async fn route(
+        &self,
+        slug: &str,
+        short_id: Option<&str>,
+    ) -> DbResult<Option<(Uuid, String)>> {
         let client = self.pool.get().await?;
         let row = match short_id {
             None => {
@@ -432,10 +481,15 @@ impl Db {
     /// Claims the oldest waiting deployment if the platform has fewer than
     /// `platform_limit` and its account fewer than `account_limit` builds running.
     /// Serialized by an advisory lock so two schedulers never overshoot a limit.
-    pub async fn claim_next(&self, platform_limit: i64, account_limit: i64) -> DbResult<Option<Uuid>> {
+    pub async fn claim_next(
+        &self,
+        platform_limit: i64,
+        account_limit: i64,
+    ) -> DbResult<Option<Uuid>> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock(7212)", &[]).await?;
+        tx.execute("SELECT pg_advisory_xact_lock(7212)", &[])
+            .await?;
         let running: i64 = tx
             .query_one(
                 "SELECT count(*) FROM deployments WHERE state IN ('QUEUED', 'BUILDING', 'UPLOADING') AND launched_at IS NOT NULL",
@@ -458,8 +512,11 @@ impl Db {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let id: Uuid = row.get(0);
-        tx.execute("UPDATE deployments SET launched_at = clock_timestamp() WHERE id = $1", &[&id])
-            .await?;
+        tx.execute(
+            "UPDATE deployments SET launched_at = clock_timestamp() WHERE id = $1",
+            &[&id],
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(id))
     }

@@ -4,8 +4,8 @@
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
-use deploysphere_core::manifest::{blob_key, manifest_key};
 use deploysphere_core::Manifest;
+use deploysphere_core::manifest::{blob_key, manifest_key};
 
 #[derive(Debug, Clone)]
 pub struct S3Config {
@@ -37,7 +37,13 @@ pub struct ObjectStore {
 
 impl ObjectStore {
     pub fn new(config: &S3Config) -> Self {
-        let credentials = Credentials::new(&config.access_key, &config.secret_key, None, None, "deploysphere");
+        let credentials = Credentials::new(
+            &config.access_key,
+            &config.secret_key,
+            None,
+            None,
+            "deploysphere",
+        );
         let mut builder = aws_sdk_s3::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
@@ -59,7 +65,14 @@ impl ObjectStore {
 
     /// Creates the bucket if it does not exist yet.
     pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
-        if self.client.head_bucket().bucket(&self.bucket).send().await.is_ok() {
+        if self
+            .client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         self.client
@@ -72,7 +85,14 @@ impl ObjectStore {
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
             Err(e) => Err(StoreError::Service(format!("head {key}: {e:?}"))),
@@ -105,29 +125,40 @@ impl ObjectStore {
 
     /// Reads a whole object; `None` when it does not exist.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        let output = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(output) => output,
             Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
             Err(e) => return Err(StoreError::Service(format!("get {key}: {e:?}"))),
         };
-        let body = output
-            .body
-            .collect()
-            .await
-            .map_err(service_error(key))?;
+        let body = output.body.collect().await.map_err(service_error(key))?;
         Ok(Some(body.into_bytes()))
     }
 
     pub async fn put_manifest(&self, manifest: &Manifest) -> Result<String, StoreError> {
         let key = manifest_key(&manifest.deployment_id);
-        let body = serde_json::to_vec(manifest).map_err(|e| StoreError::Invalid(key.clone(), e.to_string()))?;
-        self.put(&key, ByteStream::from(body), "application/json", Some("no-cache"))
-            .await?;
+        let body = serde_json::to_vec(manifest)
+            .map_err(|e| StoreError::Invalid(key.clone(), e.to_string()))?;
+        self.put(
+            &key,
+            ByteStream::from(body),
+            "application/json",
+            Some("no-cache"),
+        )
+        .await?;
         Ok(key)
     }
 
     pub async fn get_manifest(&self, key: &str) -> Result<Option<Manifest>, StoreError> {
-        let Some(bytes) = self.get(key).await? else { return Ok(None) };
+        let Some(bytes) = self.get(key).await? else {
+            return Ok(None);
+        };
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| StoreError::Invalid(key.to_string(), e.to_string()))
@@ -147,7 +178,11 @@ impl ObjectStore {
                 .send()
                 .await
                 .map_err(service_error("list"))?;
-            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
             token = page.next_continuation_token().map(str::to_string);
             if token.is_none() {
                 return Ok(keys);

@@ -14,19 +14,22 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::AppState;
 use crate::auth::{Auth, hash_token, new_token};
 use crate::error::ApiError;
 use crate::views::{DeploymentView, LogLineView, ProjectView};
-use crate::AppState;
 
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Parses a JSON body whatever its Content-Type, naming the bad field on error.
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     if body.is_empty() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 fn parse_uuid(id: &str, what: &str) -> ApiResult<Uuid> {
@@ -56,9 +59,15 @@ struct CreateAccount {
     name: String,
 }
 
-pub async fn create_account(State(state): State<AppState>, auth: Auth, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn create_account(
+    State(state): State<AppState>,
+    auth: Auth,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     if !auth.0.is_admin {
-        return Err(ApiError::forbidden("only the admin token can create accounts"));
+        return Err(ApiError::forbidden(
+            "only the admin token can create accounts",
+        ));
     }
     let request: CreateAccount = parse_body(&body)?;
     let name = request.name.trim();
@@ -66,7 +75,10 @@ pub async fn create_account(State(state): State<AppState>, auth: Auth, body: Byt
         return Err(ApiError::bad_request("name: must be 1 to 100 characters"));
     }
     let token = new_token();
-    let account = state.db.create_account(name, false, &hash_token(&token)).await?;
+    let account = state
+        .db
+        .create_account(name, false, &hash_token(&token))
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": account.id.to_string(), "name": account.name, "token": token})),
@@ -101,13 +113,19 @@ fn validate_build(build: &BuildSettings) -> ApiResult<()> {
     }
     if let Some(timeout) = build.timeout_seconds {
         if !(10..=6 * 3600).contains(&timeout) {
-            return Err(ApiError::bad_request("build.timeout_seconds: must be between 10 and 21600"));
+            return Err(ApiError::bad_request(
+                "build.timeout_seconds: must be between 10 and 21600",
+            ));
         }
     }
     Ok(())
 }
 
-pub async fn create_project(State(state): State<AppState>, auth: Auth, body: Bytes) -> ApiResult<(StatusCode, Json<ProjectView>)> {
+pub async fn create_project(
+    State(state): State<AppState>,
+    auth: Auth,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<ProjectView>)> {
     let request: CreateProject = parse_body(&body)?;
     validate::project_name(&request.name)?;
     let name = request.name.trim();
@@ -127,36 +145,62 @@ pub async fn create_project(State(state): State<AppState>, auth: Auth, body: Byt
     }
     let existing = state.db.list_projects(auth.0.id).await?;
     if existing.iter().any(|p| p.name.eq_ignore_ascii_case(name)) {
-        return Err(ApiError::conflict(format!("a project named {name:?} already exists")));
+        return Err(ApiError::conflict(format!(
+            "a project named {name:?} already exists"
+        )));
     }
     let base = validate::slugify(name)?;
     for attempt in 1..=50 {
-        let slug = if attempt == 1 { base.clone() } else { format!("{base}-{attempt}") };
+        let slug = if attempt == 1 {
+            base.clone()
+        } else {
+            format!("{base}-{attempt}")
+        };
         if state.db.slug_taken(&slug).await? {
             continue;
         }
         match state
             .db
-            .insert_project(auth.0.id, name, &slug, source.url(), request.branch.as_deref(), &build, &env)
+            .insert_project(
+                auth.0.id,
+                name,
+                &slug,
+                source.url(),
+                request.branch.as_deref(),
+                &build,
+                &env,
+            )
             .await
         {
             Ok(project) => {
-                return Ok((StatusCode::CREATED, Json(ProjectView::new(&project, &state.config.sites))));
+                return Ok((
+                    StatusCode::CREATED,
+                    Json(ProjectView::new(&project, &state.config.sites)),
+                ));
             }
             Err(e) if e.is_unique_violation() => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::conflict("no free slug for this name; choose another name"))
+    Err(ApiError::conflict(
+        "no free slug for this name; choose another name",
+    ))
 }
 
 pub async fn list_projects(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     let projects = state.db.list_projects(auth.0.id).await?;
-    let views: Vec<ProjectView> = projects.iter().map(|p| ProjectView::new(p, &state.config.sites)).collect();
+    let views: Vec<ProjectView> = projects
+        .iter()
+        .map(|p| ProjectView::new(p, &state.config.sites))
+        .collect();
     Ok(Json(json!({ "projects": views })))
 }
 
-pub async fn get_project(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<ProjectView>> {
+pub async fn get_project(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ProjectView>> {
     let project = owned_project(&state, &auth, &id).await?;
     Ok(Json(ProjectView::new(&project, &state.config.sites)))
 }
@@ -189,8 +233,15 @@ pub async fn create_deployment(
         .unwrap_or_else(|| "HEAD".to_string());
     let deployment = state.db.insert_deployment(&project, &git_ref).await?;
     state.deployments.schedule().await?;
-    let deployment = state.db.deployment(deployment.id).await?.unwrap_or(deployment);
-    Ok((StatusCode::ACCEPTED, Json(DeploymentView::new(&deployment, &state.config.sites))))
+    let deployment = state
+        .db
+        .deployment(deployment.id)
+        .await?
+        .unwrap_or(deployment);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(DeploymentView::new(&deployment, &state.config.sites)),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -211,16 +262,27 @@ pub async fn list_deployments(
     }
     let project = owned_project(&state, &auth, &id).await?;
     let deployments = state.db.list_deployments(project.id, limit).await?;
-    let views: Vec<DeploymentView> = deployments.iter().map(|d| DeploymentView::new(d, &state.config.sites)).collect();
+    let views: Vec<DeploymentView> = deployments
+        .iter()
+        .map(|d| DeploymentView::new(d, &state.config.sites))
+        .collect();
     Ok(Json(json!({ "deployments": views })))
 }
 
-pub async fn get_deployment(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<DeploymentView>> {
+pub async fn get_deployment(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeploymentView>> {
     let deployment = owned_deployment(&state, &auth, &id).await?;
     Ok(Json(DeploymentView::new(&deployment, &state.config.sites)))
 }
 
-pub async fn cancel_deployment(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> ApiResult<Json<DeploymentView>> {
+pub async fn cancel_deployment(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeploymentView>> {
     let deployment = owned_deployment(&state, &auth, &id).await?;
     if deployment.state.is_final() {
         return Err(ApiError::conflict(format!(
@@ -238,7 +300,12 @@ struct Promote {
     deployment_id: String,
 }
 
-pub async fn promote(State(state): State<AppState>, auth: Auth, Path(id): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+pub async fn promote(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let project = owned_project(&state, &auth, &id).await?;
     let request: Promote = parse_body(&body)?;
     let deployment_id = Uuid::parse_str(&request.deployment_id)
@@ -259,7 +326,11 @@ pub async fn promote(State(state): State<AppState>, auth: Auth, Path(id): Path<S
         return Err(ApiError::conflict("deployment is no longer READY"));
     }
     let project = owned_project(&state, &auth, &id).await?;
-    let deployment = state.db.deployment(deployment.id).await?.unwrap_or(deployment);
+    let deployment = state
+        .db
+        .deployment(deployment.id)
+        .await?
+        .unwrap_or(deployment);
     Ok(Json(json!({
         "project": ProjectView::new(&project, &state.config.sites),
         "deployment": DeploymentView::new(&deployment, &state.config.sites),
@@ -292,5 +363,7 @@ pub async fn deployment_logs(
         .map_err(|e| ApiError::unavailable("log store", &e))?;
     let next_after_seq = lines.last().map_or(after_seq, |line| line.seq);
     let lines: Vec<LogLineView> = lines.into_iter().map(LogLineView::from).collect();
-    Ok(Json(json!({ "lines": lines, "next_after_seq": next_after_seq })))
+    Ok(Json(
+        json!({ "lines": lines, "next_after_seq": next_after_seq }),
+    ))
 }

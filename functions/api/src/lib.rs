@@ -53,7 +53,10 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/accounts", post(handlers::create_account))
-        .route("/v1/projects", post(handlers::create_project).get(handlers::list_projects))
+        .route(
+            "/v1/projects",
+            post(handlers::create_project).get(handlers::list_projects),
+        )
         .route("/v1/projects/{id}", get(handlers::get_project))
         .route(
             "/v1/projects/{id}/deployments",
@@ -61,7 +64,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/projects/{id}/promote", post(handlers::promote))
         .route("/v1/deployments/{id}", get(handlers::get_deployment))
-        .route("/v1/deployments/{id}/cancel", post(handlers::cancel_deployment))
+        .route(
+            "/v1/deployments/{id}/cancel",
+            post(handlers::cancel_deployment),
+        )
         .route("/v1/deployments/{id}/logs", get(handlers::deployment_logs))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::not_found("route") })

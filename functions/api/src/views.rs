@@ -50,7 +50,13 @@ impl ProjectView {
                 .iter()
                 .map(|(key, var)| {
                     let value = (!var.secret).then(|| var.value.clone());
-                    (key.clone(), EnvView { value, secret: var.secret })
+                    (
+                        key.clone(),
+                        EnvView {
+                            value,
+                            secret: var.secret,
+                        },
+                    )
                 })
                 .collect(),
             production_deployment_id: project.production_deployment_id.map(|id| id.to_string()),

@@ -134,8 +134,20 @@ mod tests {
     fn env_var_accepts_plain_and_secret_forms() {
         let env: BTreeMap<String, EnvVar> =
             serde_json::from_str(r#"{"A":"1","B":{"value":"s3cr3t","secret":true}}"#).unwrap();
-        assert_eq!(env["A"], EnvVar { value: "1".into(), secret: false });
-        assert_eq!(env["B"], EnvVar { value: "s3cr3t".into(), secret: true });
+        assert_eq!(
+            env["A"],
+            EnvVar {
+                value: "1".into(),
+                secret: false
+            }
+        );
+        assert_eq!(
+            env["B"],
+            EnvVar {
+                value: "s3cr3t".into(),
+                secret: true
+            }
+        );
     }
 
     #[test]
@@ -143,7 +155,9 @@ mod tests {
         let event = BuildEvent {
             deployment_id: "d1".into(),
             at_ms: 5,
-            kind: BuildEventKind::Failed { reason: "exit 1".into() },
+            kind: BuildEventKind::Failed {
+                reason: "exit 1".into(),
+            },
         };
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["type"], "failed");

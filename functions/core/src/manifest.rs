@@ -63,14 +63,12 @@ fn has_content_hash(file_name: &str) -> bool {
         Some(dot) => &file_name[..dot],
         None => return false,
     };
-    stem.split(['.', '-'])
-        .skip(1)
-        .any(|part| {
-            part.len() >= 8
-                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && part.chars().any(|c| c.is_ascii_digit())
-                && part.chars().any(|c| c.is_ascii_alphabetic())
-        })
+    stem.split(['.', '-']).skip(1).any(|part| {
+        part.len() >= 8
+            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && part.chars().any(|c| c.is_ascii_digit())
+            && part.chars().any(|c| c.is_ascii_alphabetic())
+    })
 }
 
 #[cfg(test)]
@@ -79,9 +77,18 @@ mod tests {
 
     #[test]
     fn hashed_assets_are_immutable_html_revalidates() {
-        assert_eq!(cache_control_for("/assets/index-4f3a2b1c.js"), CACHE_IMMUTABLE);
-        assert_eq!(cache_control_for("/static/js/main.8e2c1f0a.js"), CACHE_IMMUTABLE);
-        assert_eq!(cache_control_for("/_next/static/chunks/app.js"), CACHE_IMMUTABLE);
+        assert_eq!(
+            cache_control_for("/assets/index-4f3a2b1c.js"),
+            CACHE_IMMUTABLE
+        );
+        assert_eq!(
+            cache_control_for("/static/js/main.8e2c1f0a.js"),
+            CACHE_IMMUTABLE
+        );
+        assert_eq!(
+            cache_control_for("/_next/static/chunks/app.js"),
+            CACHE_IMMUTABLE
+        );
         assert_eq!(cache_control_for("/index.html"), CACHE_REVALIDATE);
         assert_eq!(cache_control_for("/about.4f3a2b1c9.html"), CACHE_REVALIDATE);
         assert_eq!(cache_control_for("/style.css"), CACHE_REVALIDATE);

@@ -76,7 +76,10 @@ pub struct PlanError(pub String);
 
 /// Detects the framework and package manager of the tree and returns the plan, with
 /// `settings` overriding each detected field.
-pub fn detect_plan(tree: &dyn SourceTree, settings: &BuildSettings) -> Result<BuildPlan, PlanError> {
+pub fn detect_plan(
+    tree: &dyn SourceTree,
+    settings: &BuildSettings,
+) -> Result<BuildPlan, PlanError> {
     let mut plan = match tree.read_to_string("package.json") {
         None => BuildPlan {
             framework: "static".into(),
@@ -119,9 +122,12 @@ fn node_plan(tree: &dyn SourceTree, package: &serde_json::Value) -> BuildPlan {
         (PackageManager::Npm, tree.exists("package-lock.json"))
     };
     let has_dep = |name: &str| {
-        ["dependencies", "devDependencies"]
-            .iter()
-            .any(|section| package.get(section).and_then(|deps| deps.get(name)).is_some())
+        ["dependencies", "devDependencies"].iter().any(|section| {
+            package
+                .get(section)
+                .and_then(|deps| deps.get(name))
+                .is_some()
+        })
     };
     let has_build_script = package
         .get("scripts")
@@ -178,7 +184,11 @@ mod tests {
     }
 
     fn plan(files: &[(&'static str, &'static str)]) -> BuildPlan {
-        detect_plan(&Tree(files.iter().copied().collect()), &BuildSettings::default()).unwrap()
+        detect_plan(
+            &Tree(files.iter().copied().collect()),
+            &BuildSettings::default(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -193,12 +203,18 @@ mod tests {
     #[test]
     fn vite_with_pnpm() {
         let plan = plan(&[
-            ("package.json", r#"{"scripts":{"build":"vite build"},"devDependencies":{"vite":"^5"}}"#),
+            (
+                "package.json",
+                r#"{"scripts":{"build":"vite build"},"devDependencies":{"vite":"^5"}}"#,
+            ),
             ("pnpm-lock.yaml", ""),
         ]);
         assert_eq!(plan.framework, "vite");
         assert_eq!(plan.package_manager, Some(PackageManager::Pnpm));
-        assert_eq!(plan.install_command.as_deref(), Some("pnpm install --frozen-lockfile"));
+        assert_eq!(
+            plan.install_command.as_deref(),
+            Some("pnpm install --frozen-lockfile")
+        );
         assert_eq!(plan.build_command.as_deref(), Some("pnpm run build"));
         assert_eq!(plan.output_dir, "dist");
     }
@@ -206,7 +222,10 @@ mod tests {
     #[test]
     fn create_react_app_with_npm_lockfile() {
         let plan = plan(&[
-            ("package.json", r#"{"scripts":{"build":"react-scripts build"},"dependencies":{"react-scripts":"5"}}"#),
+            (
+                "package.json",
+                r#"{"scripts":{"build":"react-scripts build"},"dependencies":{"react-scripts":"5"}}"#,
+            ),
             ("package-lock.json", "{}"),
         ]);
         assert_eq!(plan.framework, "create-react-app");
@@ -216,14 +235,26 @@ mod tests {
 
     #[test]
     fn next_static_export_and_astro_with_yarn() {
-        let next = plan(&[("package.json", r#"{"scripts":{"build":"next build"},"dependencies":{"next":"14"}}"#)]);
-        assert_eq!((next.framework.as_str(), next.output_dir.as_str()), ("nextjs", "out"));
+        let next = plan(&[(
+            "package.json",
+            r#"{"scripts":{"build":"next build"},"dependencies":{"next":"14"}}"#,
+        )]);
+        assert_eq!(
+            (next.framework.as_str(), next.output_dir.as_str()),
+            ("nextjs", "out")
+        );
         assert_eq!(next.install_command.as_deref(), Some("npm install"));
         let astro = plan(&[
-            ("package.json", r#"{"scripts":{"build":"astro build"},"dependencies":{"astro":"4"}}"#),
+            (
+                "package.json",
+                r#"{"scripts":{"build":"astro build"},"dependencies":{"astro":"4"}}"#,
+            ),
             ("yarn.lock", ""),
         ]);
-        assert_eq!((astro.framework.as_str(), astro.output_dir.as_str()), ("astro", "dist"));
+        assert_eq!(
+            (astro.framework.as_str(), astro.output_dir.as_str()),
+            ("astro", "dist")
+        );
         assert_eq!(astro.build_command.as_deref(), Some("yarn run build"));
     }
 
@@ -237,7 +268,14 @@ mod tests {
 
     #[test]
     fn settings_override_detection() {
-        let tree = Tree([("package.json", r#"{"scripts":{"build":"vite build"},"devDependencies":{"vite":"5"}}"#)].into_iter().collect());
+        let tree = Tree(
+            [(
+                "package.json",
+                r#"{"scripts":{"build":"vite build"},"devDependencies":{"vite":"5"}}"#,
+            )]
+            .into_iter()
+            .collect(),
+        );
         let settings = BuildSettings {
             install_command: Some(String::new()),
             build_command: Some("node build.js".into()),

@@ -113,7 +113,10 @@ mod tests {
     #[test]
     fn happy_path_moves_forward() {
         assert_eq!(transition(Queued, Building), Ok(Transition::To(Building)));
-        assert_eq!(transition(Building, Uploading), Ok(Transition::To(Uploading)));
+        assert_eq!(
+            transition(Building, Uploading),
+            Ok(Transition::To(Uploading))
+        );
         assert_eq!(transition(Uploading, Ready), Ok(Transition::To(Ready)));
     }
 

@@ -48,7 +48,10 @@ pub fn project_name(name: &str) -> Result<(), InputError> {
         return Err(InputError::new("name", "must be 1 to 100 characters"));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(InputError::new("name", "must not contain control characters"));
+        return Err(InputError::new(
+            "name",
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -57,7 +60,9 @@ pub fn project_name(name: &str) -> Result<(), InputError> {
 pub fn env_key(key: &str) -> Result<(), InputError> {
     let field = format!("env.{key}");
     let mut chars = key.chars();
-    let valid_start = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let valid_start = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !valid_start || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') || key.len() > 256 {
         return Err(InputError::new(
             field,
@@ -96,7 +101,10 @@ pub fn relative_dir(field: &str, dir: &str) -> Result<(), InputError> {
 
 pub fn command(field: &str, command: &str) -> Result<(), InputError> {
     if command.len() > 4096 || command.contains('\0') {
-        return Err(InputError::new(field, "must be at most 4096 bytes without NUL"));
+        return Err(InputError::new(
+            field,
+            "must be at most 4096 bytes without NUL",
+        ));
     }
     Ok(())
 }
@@ -145,22 +153,32 @@ impl GitSource {
 pub fn git_url(url: &str, allow_local: bool) -> Result<GitSource, InputError> {
     let field = "git_url";
     if url.is_empty() || url.len() > 2048 || url.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(InputError::new(field, "must be a non-empty URL without spaces or control characters"));
+        return Err(InputError::new(
+            field,
+            "must be a non-empty URL without spaces or control characters",
+        ));
     }
     if url.starts_with('-') {
         return Err(InputError::new(field, "must not start with '-'"));
     }
-    if let Some(rest) = url.strip_prefix("https://").or_else(|| {
-        allow_local.then(|| url.strip_prefix("http://")).flatten()
-    }) {
+    if let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| allow_local.then(|| url.strip_prefix("http://")).flatten())
+    {
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
         let host = authority.rsplit('@').next().unwrap_or("");
         let host = host.split(':').next().unwrap_or("");
         if host.is_empty() || rest.len() == authority.len() {
-            return Err(InputError::new(field, "must name a host and a repository path, e.g. https://github.com/owner/repo.git"));
+            return Err(InputError::new(
+                field,
+                "must name a host and a repository path, e.g. https://github.com/owner/repo.git",
+            ));
         }
         if !allow_local && is_private_host(host) {
-            return Err(InputError::new(field, "must point to a public host (no loopback, link-local or private addresses)"));
+            return Err(InputError::new(
+                field,
+                "must point to a public host (no loopback, link-local or private addresses)",
+            ));
         }
         return Ok(GitSource::Remote(url.to_string()));
     }
@@ -172,24 +190,44 @@ pub fn git_url(url: &str, allow_local: bool) -> Result<GitSource, InputError> {
         } else if url.starts_with('/') {
             return Ok(GitSource::Local(format!("file://{url}")));
         }
-        return Err(InputError::new(field, "must be an https:// or http:// URL, a file:// URL or an absolute path"));
+        return Err(InputError::new(
+            field,
+            "must be an https:// or http:// URL, a file:// URL or an absolute path",
+        ));
     }
-    Err(InputError::new(field, "must be an https:// URL, e.g. https://github.com/owner/repo.git"))
+    Err(InputError::new(
+        field,
+        "must be an https:// URL, e.g. https://github.com/owner/repo.git",
+    ))
 }
 
 fn is_private_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-    if host == "localhost" || host.ends_with(".localhost") || host.ends_with(".internal") || host.ends_with(".local") {
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    if host == "localhost"
+        || host.ends_with(".localhost")
+        || host.ends_with(".internal")
+        || host.ends_with(".local")
+    {
         return true;
     }
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return match ip {
             std::net::IpAddr::V4(v4) => {
-                v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
+                v4.is_private()
+                    || v4.is_loopback()
+                    || v4.is_link_local()
+                    || v4.is_unspecified()
+                    || v4.is_broadcast()
                     || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1])
             }
             std::net::IpAddr::V6(v6) => {
-                v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+                v6.is_loopback()
+                    || v6.is_unspecified()
+                    || (v6.segments()[0] & 0xfe00) == 0xfc00
+                    || (v6.segments()[0] & 0xffc0) == 0xfe80
             }
         };
     }
@@ -227,8 +265,14 @@ mod tests {
         assert!(git_url("https://github.com", false).is_err());
         assert!(git_url("--upload-pack=evil", true).is_err());
         assert!(git_url("ssh://git@host/a.git", true).is_err());
-        assert_eq!(git_url("/srv/repo", true).unwrap(), GitSource::Local("file:///srv/repo".into()));
-        assert_eq!(git_url("file:///srv/repo", true).unwrap().url(), "file:///srv/repo");
+        assert_eq!(
+            git_url("/srv/repo", true).unwrap(),
+            GitSource::Local("file:///srv/repo".into())
+        );
+        assert_eq!(
+            git_url("file:///srv/repo", true).unwrap().url(),
+            "file:///srv/repo"
+        );
     }
 
     #[test]

@@ -34,7 +34,9 @@ pub fn parse_host(host: &str, domain: &str) -> Option<HostTarget> {
     let label = host.strip_suffix(&domain)?.strip_suffix('.')?;
     let valid = !label.is_empty()
         && label.len() <= 63
-        && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !label.starts_with('-')
         && !label.ends_with('-');
     if !valid {
@@ -156,9 +158,10 @@ pub fn etag(entry: &ManifestEntry) -> String {
 /// Whether an `If-None-Match` header matches `etag` (a list, `*`, weak forms).
 pub fn if_none_match(header: &str, etag: &str) -> bool {
     let bare = etag.trim_start_matches("W/");
-    header.split(',').map(str::trim).any(|candidate| {
-        candidate == "*" || candidate.trim_start_matches("W/") == bare
-    })
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == bare)
 }
 
 #[cfg(test)]
@@ -193,10 +196,16 @@ mod tests {
         let prod = |s: &str| Some(HostTarget::Production { slug: s.into() });
         assert_eq!(parse_host("blog.localhost:8000", "localhost"), prod("blog"));
         assert_eq!(parse_host("BLOG.LocalHost", "localhost"), prod("blog"));
-        assert_eq!(parse_host("my-blog.example.com.", "example.com"), prod("my-blog"));
+        assert_eq!(
+            parse_host("my-blog.example.com.", "example.com"),
+            prod("my-blog")
+        );
         assert_eq!(
             parse_host("my-blog-0a1b2c3d.localhost:8000", "localhost"),
-            Some(HostTarget::Deployment { slug: "my-blog".into(), short_id: "0a1b2c3d".into() })
+            Some(HostTarget::Deployment {
+                slug: "my-blog".into(),
+                short_id: "0a1b2c3d".into()
+            })
         );
         assert_eq!(parse_host("localhost:8000", "localhost"), None);
         assert_eq!(parse_host("a.b.localhost", "localhost"), None);
@@ -213,10 +222,16 @@ mod tests {
         assert_eq!(normalize_path("/a/b?x=1#f").unwrap(), "/a/b");
         assert_eq!(normalize_path("/a//b/").unwrap(), "/a/b/");
         assert_eq!(normalize_path("/../../etc/passwd").unwrap(), "/etc/passwd");
-        assert_eq!(normalize_path("/a/%2e%2e/%2E%2E/etc/passwd").unwrap(), "/etc/passwd");
+        assert_eq!(
+            normalize_path("/a/%2e%2e/%2E%2E/etc/passwd").unwrap(),
+            "/etc/passwd"
+        );
         assert_eq!(normalize_path("/a/%2F..%2F..%2Fb").unwrap(), "/b");
         assert_eq!(normalize_path("/a/..").unwrap(), "/");
-        assert_eq!(normalize_path("/hello%20world.html").unwrap(), "/hello world.html");
+        assert_eq!(
+            normalize_path("/hello%20world.html").unwrap(),
+            "/hello world.html"
+        );
         assert_eq!(normalize_path("/%00"), Err(PathError::Malformed));
         assert_eq!(normalize_path("/%ff"), Err(PathError::Malformed));
         assert_eq!(normalize_path("/a\\..\\b"), Err(PathError::Malformed));
@@ -224,23 +239,56 @@ mod tests {
 
     #[test]
     fn resolution_order() {
-        let m = manifest(&["/index.html", "/about.html", "/docs/index.html", "/app.js", "/404.html"]);
+        let m = manifest(&[
+            "/index.html",
+            "/about.html",
+            "/docs/index.html",
+            "/app.js",
+            "/404.html",
+        ]);
         let none = RouteOptions::default();
-        assert_eq!(resolved_path(&m, "/", &none), Some(("/index.html".into(), 200)));
-        assert_eq!(resolved_path(&m, "/app.js", &none), Some(("/app.js".into(), 200)));
-        assert_eq!(resolved_path(&m, "/about", &none), Some(("/about.html".into(), 200)));
-        assert_eq!(resolved_path(&m, "/docs", &none), Some(("/docs/index.html".into(), 200)));
-        assert_eq!(resolved_path(&m, "/docs/", &none), Some(("/docs/index.html".into(), 200)));
-        assert_eq!(resolved_path(&m, "/nope", &none), Some(("/404.html".into(), 404)));
-        assert_eq!(resolved_path(&m, "/about.html/", &none), Some(("/404.html".into(), 404)));
+        assert_eq!(
+            resolved_path(&m, "/", &none),
+            Some(("/index.html".into(), 200))
+        );
+        assert_eq!(
+            resolved_path(&m, "/app.js", &none),
+            Some(("/app.js".into(), 200))
+        );
+        assert_eq!(
+            resolved_path(&m, "/about", &none),
+            Some(("/about.html".into(), 200))
+        );
+        assert_eq!(
+            resolved_path(&m, "/docs", &none),
+            Some(("/docs/index.html".into(), 200))
+        );
+        assert_eq!(
+            resolved_path(&m, "/docs/", &none),
+            Some(("/docs/index.html".into(), 200))
+        );
+        assert_eq!(
+            resolved_path(&m, "/nope", &none),
+            Some(("/404.html".into(), 404))
+        );
+        assert_eq!(
+            resolved_path(&m, "/about.html/", &none),
+            Some(("/404.html".into(), 404))
+        );
     }
 
     #[test]
     fn spa_fallback_and_plain_404() {
         let m = manifest(&["/index.html", "/app.js"]);
-        assert_eq!(resolved_path(&m, "/users/7", &RouteOptions::default()), None);
+        assert_eq!(
+            resolved_path(&m, "/users/7", &RouteOptions::default()),
+            None
+        );
         let spa = RouteOptions { spa_fallback: true };
-        assert_eq!(resolved_path(&m, "/users/7", &spa), Some(("/index.html".into(), 200)));
+        assert_eq!(
+            resolved_path(&m, "/users/7", &spa),
+            Some(("/index.html".into(), 200))
+        );
     }
 
     #[test]

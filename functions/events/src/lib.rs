@@ -63,7 +63,11 @@ pub struct Deployments {
 
 impl Deployments {
     pub fn new(db: Db, launcher: Arc<dyn Launcher>, config: SchedulerConfig) -> Self {
-        Deployments { db, launcher, config }
+        Deployments {
+            db,
+            launcher,
+            config,
+        }
     }
 
     /// Moves a deployment towards `target` with a compare-and-set, retrying when
@@ -84,7 +88,11 @@ impl Deployments {
             match transition(deployment.state, target)? {
                 Transition::Unchanged => return Ok((Applied::Unchanged, deployment)),
                 Transition::To(next) => {
-                    if self.db.set_state(id, deployment.state, next, error, manifest_key).await? {
+                    if self
+                        .db
+                        .set_state(id, deployment.state, next, error, manifest_key)
+                        .await?
+                    {
                         info!(deployment_id = %id, from = %deployment.state, to = %next, "deployment state changed");
                         let mut deployment = deployment;
                         deployment.state = next;
@@ -109,7 +117,9 @@ impl Deployments {
             return Ok(Applied::Unchanged);
         };
         let (error, manifest_key) = match &event.kind {
-            BuildEventKind::Failed { reason } | BuildEventKind::TaskStopped { reason } => (Some(reason.as_str()), None),
+            BuildEventKind::Failed { reason } | BuildEventKind::TaskStopped { reason } => {
+                (Some(reason.as_str()), None)
+            }
             BuildEventKind::Finished { manifest_key, .. } => (None, Some(manifest_key.as_str())),
             _ => (None, None),
         };
@@ -136,7 +146,12 @@ impl Deployments {
     /// task is killed. A final deployment cannot be canceled.
     pub async fn cancel(&self, id: Uuid) -> Result<Deployment, EventError> {
         let (applied, deployment) = self
-            .apply_state(id, DeploymentState::Canceled, Some("canceled by user"), None)
+            .apply_state(
+                id,
+                DeploymentState::Canceled,
+                Some("canceled by user"),
+                None,
+            )
             .await?;
         if applied != Applied::Unchanged {
             if let Err(e) = self.launcher.cancel(&id.to_string()).await {
@@ -153,11 +168,18 @@ impl Deployments {
         let mut launched = 0;
         while let Some(id) = self
             .db
-            .claim_next(self.config.max_concurrent_builds, self.config.max_concurrent_builds_per_account)
+            .claim_next(
+                self.config.max_concurrent_builds,
+                self.config.max_concurrent_builds_per_account,
+            )
             .await?
         {
-            let Some(deployment) = self.db.deployment(id).await? else { continue };
-            let Some(project) = self.db.project_by_id(deployment.project_id).await? else { continue };
+            let Some(deployment) = self.db.deployment(id).await? else {
+                continue;
+            };
+            let Some(project) = self.db.project_by_id(deployment.project_id).await? else {
+                continue;
+            };
             let mut limits = self.config.limits.clone();
             if let Some(timeout) = project.build.timeout_seconds {
                 limits.timeout_seconds = timeout;
@@ -179,7 +201,8 @@ impl Deployments {
                 Err(e) => {
                     warn!(deployment_id = %id, error = %e, "build task did not start");
                     let reason = format!("the build task could not start: {e}");
-                    self.apply_state(id, DeploymentState::Failed, Some(&reason), None).await?;
+                    self.apply_state(id, DeploymentState::Failed, Some(&reason), None)
+                        .await?;
                 }
             }
         }

@@ -34,7 +34,11 @@ pub async fn deployment_events(brokers: String, deployments: Deployments) -> any
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
-            other => warn!(offset = message.offset(), ?other, "unreadable deployment event skipped"),
+            other => warn!(
+                offset = message.offset(),
+                ?other,
+                "unreadable deployment event skipped"
+            ),
         }
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
             warn!(error = %e, "commit failed");

@@ -23,13 +23,30 @@ pub struct LocalLauncher {
 }
 
 impl LocalLauncher {
-    pub fn new(builder_bin: PathBuf, env: Vec<(String, String)>, logs_dir: PathBuf, stopped: mpsc::UnboundedSender<BuildEvent>) -> Self {
-        LocalLauncher { builder_bin, env, logs_dir, running: Arc::default(), stopped }
+    pub fn new(
+        builder_bin: PathBuf,
+        env: Vec<(String, String)>,
+        logs_dir: PathBuf,
+        stopped: mpsc::UnboundedSender<BuildEvent>,
+    ) -> Self {
+        LocalLauncher {
+            builder_bin,
+            env,
+            logs_dir,
+            running: Arc::default(),
+            stopped,
+        }
     }
 
     /// Kills every build still running (platform shutdown).
     pub fn kill_all(&self) {
-        let ids: Vec<String> = self.running.lock().expect("running lock").keys().cloned().collect();
+        let ids: Vec<String> = self
+            .running
+            .lock()
+            .expect("running lock")
+            .keys()
+            .cloned()
+            .collect();
         for id in ids {
             kill_build(&self.running, &id);
         }
@@ -38,7 +55,12 @@ impl LocalLauncher {
 
 /// SIGKILLs a build's process group and whatever is left in its cgroups.
 fn kill_build(running: &Mutex<HashMap<String, u32>>, deployment_id: &str) {
-    if let Some(pid) = running.lock().expect("running lock").get(deployment_id).copied() {
+    if let Some(pid) = running
+        .lock()
+        .expect("running lock")
+        .get(deployment_id)
+        .copied()
+    {
         // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names the group.
         unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
     }
@@ -51,7 +73,10 @@ fn kill_build(running: &Mutex<HashMap<String, u32>>, deployment_id: &str) {
             format!("/sys/fs/cgroup/deploysphere/{deployment_id}"),
         ] {
             if let Ok(pids) = std::fs::read_to_string(format!("{dir}/cgroup.procs")) {
-                for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                for pid in pids
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok())
+                {
                     found = true;
                     // SAFETY: as above.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -82,7 +107,8 @@ impl Launcher for LocalLauncher {
         let id = spec.deployment_id.clone();
         let spec_json = serde_json::to_string(&spec).map_err(|e| LaunchError(e.to_string()))?;
         std::fs::create_dir_all(&self.logs_dir).map_err(|e| LaunchError(e.to_string()))?;
-        let log = std::fs::File::create(self.logs_dir.join(format!("{id}.log"))).map_err(|e| LaunchError(e.to_string()))?;
+        let log = std::fs::File::create(self.logs_dir.join(format!("{id}.log")))
+            .map_err(|e| LaunchError(e.to_string()))?;
         let log_err = log.try_clone().map_err(|e| LaunchError(e.to_string()))?;
         let mut child = Command::new(&self.builder_bin)
             .env_clear()
@@ -96,7 +122,10 @@ impl Launcher for LocalLauncher {
             .spawn()
             .map_err(|e| LaunchError(format!("{}: {e}", self.builder_bin.display())))?;
         let pid = child.id().unwrap_or(0);
-        self.running.lock().expect("running lock").insert(id.clone(), pid);
+        self.running
+            .lock()
+            .expect("running lock")
+            .insert(id.clone(), pid);
         let running = self.running.clone();
         let stopped = self.stopped.clone();
         tokio::spawn(async move {
@@ -105,12 +134,18 @@ impl Launcher for LocalLauncher {
             remove_cgroups(&id);
             let reason = match status {
                 Ok(status) if status.success() => return,
-                Ok(status) => format!("the build task stopped ({status}) without reporting a result"),
+                Ok(status) => {
+                    format!("the build task stopped ({status}) without reporting a result")
+                }
                 Err(e) => format!("the build task could not be watched: {e}"),
             };
             // The final report may still be on its way through Kafka: give it time.
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let _ = stopped.send(BuildEvent { deployment_id: id, at_ms: now_ms(), kind: BuildEventKind::TaskStopped { reason } });
+            let _ = stopped.send(BuildEvent {
+                deployment_id: id,
+                at_ms: now_ms(),
+                kind: BuildEventKind::TaskStopped { reason },
+            });
         });
         Ok(())
     }

@@ -25,7 +25,10 @@ use tokio::sync::mpsc;
 use tracing::{error, info};
 
 #[derive(Parser)]
-#[command(name = "deploysphere", about = "The DeploySphere platform on one machine")]
+#[command(
+    name = "deploysphere",
+    about = "The DeploySphere platform on one machine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,7 +57,11 @@ struct DevArgs {
     kafka_port: u16,
     #[arg(long, env = "DEPLOYSPHERE_CLICKHOUSE_PORT", default_value_t = 18123)]
     clickhouse_port: u16,
-    #[arg(long, env = "DEPLOYSPHERE_CLICKHOUSE_TCP_PORT", default_value_t = 19001)]
+    #[arg(
+        long,
+        env = "DEPLOYSPHERE_CLICKHOUSE_TCP_PORT",
+        default_value_t = 19001
+    )]
     clickhouse_tcp_port: u16,
     #[arg(long, env = "DEPLOYSPHERE_S3_PORT", default_value_t = 19000)]
     s3_port: u16,
@@ -70,6 +77,9 @@ struct DevArgs {
     /// Stop when standard input closes (for test harnesses that own the platform).
     #[arg(long)]
     exit_with_stdin: bool,
+    /// Delete the data folder on exit (tests).
+    #[arg(long)]
+    ephemeral: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,7 +91,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Dev(args) => runtime.block_on(dev(args)),
     }
@@ -95,12 +107,17 @@ async fn admin_token(db: &Db, home: &Path) -> anyhow::Result<String> {
     let path = home.join("token");
     if let Ok(token) = std::fs::read_to_string(&path) {
         let token = token.trim().to_string();
-        if db.account_by_token_hash(&hash_token(&token)).await?.is_some_and(|a| a.is_admin) {
+        if db
+            .account_by_token_hash(&hash_token(&token))
+            .await?
+            .is_some_and(|a| a.is_admin)
+        {
             return Ok(token);
         }
     }
     let token = new_token();
-    db.create_account("admin", true, &hash_token(&token)).await?;
+    db.create_account("admin", true, &hash_token(&token))
+        .await?;
     std::fs::write(&path, format!("{token}\n"))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
@@ -123,15 +140,22 @@ fn local_secret(home: &Path, name: &str) -> anyhow::Result<String> {
 async fn bind(name: &str, port: u16) -> anyhow::Result<TcpListener> {
     TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
         .await
-        .with_context(|| format!("{name} cannot listen on 127.0.0.1:{port}: the port is in use or not allowed"))
+        .with_context(|| {
+            format!("{name} cannot listen on 127.0.0.1:{port}: the port is in use or not allowed")
+        })
 }
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.home).with_context(|| format!("cannot create {}", args.home.display()))?;
+    std::fs::create_dir_all(&args.home)
+        .with_context(|| format!("cannot create {}", args.home.display()))?;
     let home = args.home.canonicalize()?;
     let logs = home.join("logs");
     std::fs::create_dir_all(&logs)?;
-    for (name, port) in [("api", args.api_port), ("router", args.router_port), ("s3", args.s3_port)] {
+    for (name, port) in [
+        ("api", args.api_port),
+        ("router", args.router_port),
+        ("s3", args.s3_port),
+    ] {
         services::ensure_free(name, port).await?;
     }
 
@@ -141,20 +165,37 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
         error!("{e:#}");
     }
     eprintln!("Stopping DeploySphere...");
-    for service in started.into_iter().rev() {
-        service.stop().await;
+    futures::future::join_all(started.into_iter().map(services::Service::stop)).await;
+    if args.ephemeral {
+        let postgres = services::postgres_dir(&home);
+        let _ = std::fs::remove_dir_all(&home);
+        let _ = std::fs::remove_dir_all(postgres);
     }
     result
 }
 
-async fn run(args: &DevArgs, home: &Path, logs: &Path, started: &mut Vec<services::Service>) -> anyhow::Result<()> {
+async fn run(
+    args: &DevArgs,
+    home: &Path,
+    logs: &Path,
+    started: &mut Vec<services::Service>,
+) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
-    let (pg_dir, redis_dir, clickhouse_dir) = (services::postgres_dir(home), home.join("redis"), home.join("clickhouse"));
+    let (pg_dir, redis_dir, clickhouse_dir) = (
+        services::postgres_dir(home),
+        home.join("redis"),
+        home.join("clickhouse"),
+    );
     let (pg, redis, kafka, clickhouse) = tokio::join!(
         services::start_postgres(&pg_dir, logs, args.postgres_port),
         services::start_redis(&redis_dir, logs, args.redis_port),
         services::start_kafka(logs, args.kafka_port),
-        services::start_clickhouse(&clickhouse_dir, logs, args.clickhouse_port, args.clickhouse_tcp_port),
+        services::start_clickhouse(
+            &clickhouse_dir,
+            logs,
+            args.clickhouse_port,
+            args.clickhouse_tcp_port
+        ),
     );
     let mut failure = None;
     for result in [pg, redis, kafka, clickhouse] {
@@ -167,13 +208,21 @@ async fn run(args: &DevArgs, home: &Path, logs: &Path, started: &mut Vec<service
         return Err(e);
     }
 
-    let database_url = format!("postgres://postgres@127.0.0.1:{}/deploysphere", args.postgres_port);
+    let database_url = format!(
+        "postgres://postgres@127.0.0.1:{}/deploysphere",
+        args.postgres_port
+    );
     let pool = pg::connect(&database_url, 32)?;
-    pg::migrate(&pool).await.context("postgres migrations failed")?;
+    pg::migrate(&pool)
+        .await
+        .context("postgres migrations failed")?;
     let db = Db::new(pool);
     let clickhouse_url = format!("http://127.0.0.1:{}", args.clickhouse_port);
     let log_store = LogStore::new(&clickhouse_url, "deploysphere", "default", "");
-    log_store.migrate().await.context("clickhouse migrations failed")?;
+    log_store
+        .migrate()
+        .await
+        .context("clickhouse migrations failed")?;
     let brokers = format!("127.0.0.1:{}", args.kafka_port);
     deploysphere_adapters::kafka::create_topics(&brokers, 1)
         .await
@@ -184,7 +233,9 @@ async fn run(args: &DevArgs, home: &Path, logs: &Path, started: &mut Vec<service
     let s3_root = home.join("s3");
     let s3_task = {
         let (root, secret) = (s3_root.clone(), s3_secret.clone());
-        tokio::spawn(async move { s3server::serve(&root, s3_listener, S3_ACCESS_KEY, &secret).await })
+        tokio::spawn(
+            async move { s3server::serve(&root, s3_listener, S3_ACCESS_KEY, &secret).await },
+        )
     };
     let s3_config = S3Config {
         endpoint: Some(format!("http://127.0.0.1:{}", args.s3_port)),
@@ -194,31 +245,64 @@ async fn run(args: &DevArgs, home: &Path, logs: &Path, started: &mut Vec<service
         secret_key: s3_secret.clone(),
     };
     let store = ObjectStore::new(&s3_config);
-    store.ensure_bucket().await.context("creating the S3 bucket failed")?;
+    store
+        .ensure_bucket()
+        .await
+        .context("creating the S3 bucket failed")?;
 
     let builder_bin = match &args.builder_bin {
         Some(bin) => bin.clone(),
         None => std::env::current_exe()?.with_file_name("builder"),
     };
-    anyhow::ensure!(builder_bin.exists(), "the builder binary is missing at {} (run `cargo build`)", builder_bin.display());
+    anyhow::ensure!(
+        builder_bin.exists(),
+        "the builder binary is missing at {} (run `cargo build`)",
+        builder_bin.display()
+    );
     let (stopped_tx, mut stopped_rx) = mpsc::unbounded_channel();
     let builder_env = vec![
         ("DEPLOYSPHERE_KAFKA_BROKERS".to_string(), brokers.clone()),
-        ("DEPLOYSPHERE_S3_ENDPOINT".to_string(), s3_config.endpoint.clone().unwrap_or_default()),
+        (
+            "DEPLOYSPHERE_S3_ENDPOINT".to_string(),
+            s3_config.endpoint.clone().unwrap_or_default(),
+        ),
         ("DEPLOYSPHERE_S3_BUCKET".to_string(), S3_BUCKET.to_string()),
-        ("DEPLOYSPHERE_S3_ACCESS_KEY".to_string(), S3_ACCESS_KEY.to_string()),
+        (
+            "DEPLOYSPHERE_S3_ACCESS_KEY".to_string(),
+            S3_ACCESS_KEY.to_string(),
+        ),
         ("DEPLOYSPHERE_S3_SECRET_KEY".to_string(), s3_secret.clone()),
-        ("DEPLOYSPHERE_WORK_DIR".to_string(), home.join("builds").display().to_string()),
-        ("DEPLOYSPHERE_ALLOW_LOCAL_SOURCES".to_string(), "1".to_string()),
+        (
+            "DEPLOYSPHERE_WORK_DIR".to_string(),
+            home.join("builds").display().to_string(),
+        ),
+        (
+            "DEPLOYSPHERE_ALLOW_LOCAL_SOURCES".to_string(),
+            "1".to_string(),
+        ),
     ];
-    let launcher = Arc::new(launcher::LocalLauncher::new(builder_bin, builder_env, logs.join("builds"), stopped_tx));
-    let scheduler = SchedulerConfig { max_concurrent_builds: args.max_builds, ..SchedulerConfig::default() };
-    let deployments = Deployments::new(db.clone(), launcher.clone() as Arc<dyn Launcher>, scheduler);
+    let launcher = Arc::new(launcher::LocalLauncher::new(
+        builder_bin,
+        builder_env,
+        logs.join("builds"),
+        stopped_tx,
+    ));
+    let scheduler = SchedulerConfig {
+        max_concurrent_builds: args.max_builds,
+        ..SchedulerConfig::default()
+    };
+    let deployments =
+        Deployments::new(db.clone(), launcher.clone() as Arc<dyn Launcher>, scheduler);
 
     // Builds that were running when the platform last stopped have no process now.
     for id in db.launched_unfinished().await? {
         let _ = deployments
-            .apply_state(id, DeploymentState::Failed, Some("the platform stopped while this build ran"), None)
+            .apply_state(
+                id,
+                DeploymentState::Failed,
+                Some("the platform stopped while this build ran"),
+                None,
+            )
             .await;
     }
 
@@ -228,17 +312,28 @@ async fn run(args: &DevArgs, home: &Path, logs: &Path, started: &mut Vec<service
         logs: log_store.clone(),
         deployments: deployments.clone(),
         config: Arc::new(ApiConfig {
-            sites: SitesConfig { scheme: "http".into(), domain: args.domain.clone(), port: Some(args.router_port) },
+            sites: SitesConfig {
+                scheme: "http".into(),
+                domain: args.domain.clone(),
+                port: Some(args.router_port),
+            },
             allow_local_sources: true,
         }),
     };
     let api_listener = bind("api", args.api_port).await?;
     let router_listener = bind("router", args.router_port).await?;
-    let api = tokio::spawn(async move { axum::serve(api_listener, deploysphere_api::router(api_state)).await });
+    let api = tokio::spawn(async move {
+        axum::serve(api_listener, deploysphere_api::router(api_state)).await
+    });
     let sites = sites::Sites::new(db.clone(), store.clone(), &args.domain);
-    let site_router = axum::Router::new().fallback(sites::serve_site).with_state(sites);
+    let site_router = axum::Router::new()
+        .fallback(sites::serve_site)
+        .with_state(sites);
     let router = tokio::spawn(async move { axum::serve(router_listener, site_router).await });
-    let events_task = tokio::spawn(consumers::deployment_events(brokers.clone(), deployments.clone()));
+    let events_task = tokio::spawn(consumers::deployment_events(
+        brokers.clone(),
+        deployments.clone(),
+    ));
     let logs_task = tokio::spawn(consumers::build_logs(brokers.clone(), log_store.clone()));
     let stopped_task = {
         let deployments = deployments.clone();
@@ -263,7 +358,10 @@ async fn run(args: &DevArgs, home: &Path, logs: &Path, started: &mut Vec<service
         "clickhouse_url": clickhouse_url,
         "s3": {"endpoint": s3_config.endpoint, "bucket": S3_BUCKET, "access_key": S3_ACCESS_KEY, "secret_key": s3_secret},
     });
-    std::fs::write(home.join("platform.json"), serde_json::to_vec_pretty(&platform)?)?;
+    std::fs::write(
+        home.join("platform.json"),
+        serde_json::to_vec_pretty(&platform)?,
+    )?;
     println!(
         "\nDeploySphere is running (started in {:.1} s; data in {})\n\n  API          http://127.0.0.1:{}\n  Sites        http://<project-slug>.{}:{}\n  Admin token  {}\n               (also in {})\n\n  Postgres     {}\n  Redis        redis://127.0.0.1:{}\n  Kafka        {} (tansu)\n  ClickHouse   {}\n  S3           http://127.0.0.1:{} (bucket {})\n\nPress Ctrl-C to stop.",
         t0.elapsed().as_secs_f64(),
@@ -297,16 +395,24 @@ async fn run(args: &DevArgs, home: &Path, logs: &Path, started: &mut Vec<service
         }
     };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let (mut api, mut router, mut s3_task, mut events_task, mut logs_task) =
+        (api, router, s3_task, events_task, logs_task);
     let outcome = tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = terminate.recv() => Ok(()),
         _ = stdin_closed => Ok(()),
-        r = api => Err(anyhow::anyhow!("the API server stopped: {r:?}")),
-        r = router => Err(anyhow::anyhow!("the site router stopped: {r:?}")),
-        r = s3_task => Err(anyhow::anyhow!("the S3 server stopped: {r:?}")),
-        r = events_task => Err(anyhow::anyhow!("the deployment-events consumer stopped: {r:?}")),
-        r = logs_task => Err(anyhow::anyhow!("the build-logs consumer stopped: {r:?}")),
+        r = &mut api => Err(anyhow::anyhow!("the API server stopped: {r:?}")),
+        r = &mut router => Err(anyhow::anyhow!("the site router stopped: {r:?}")),
+        r = &mut s3_task => Err(anyhow::anyhow!("the S3 server stopped: {r:?}")),
+        r = &mut events_task => Err(anyhow::anyhow!("the deployment-events consumer stopped: {r:?}")),
+        r = &mut logs_task => Err(anyhow::anyhow!("the build-logs consumer stopped: {r:?}")),
     };
+    // Stop our own parts before the servers they talk to.
+    api.abort();
+    router.abort();
+    events_task.abort();
+    logs_task.abort();
+    s3_task.abort();
     launcher.kill_all();
     stopped_task.abort();
     outcome

