@@ -75,7 +75,7 @@ fn start() -> Platform {
         .args(["--clickhouse-port", &ports[5].to_string()])
         .args(["--clickhouse-tcp-port", &ports[6].to_string()])
         .args(["--s3-port", &ports[7].to_string()])
-        .args(["--max-builds", "3"])
+        .args(["--max-builds", "4"])
         .arg("--exit-with-stdin")
         .arg("--ephemeral")
         .env("RUST_LOG", "warn,deploysphere=info")
@@ -94,10 +94,10 @@ fn start() -> Platform {
         let mut ready = Some(tx);
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             eprintln!("[platform] {line}");
-            if line.contains("Press Ctrl-C") {
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send(());
-                }
+            if line.contains("Press Ctrl-C")
+                && let Some(tx) = ready.take()
+            {
+                let _ = tx.send(());
             }
         }
     });
@@ -329,13 +329,13 @@ pub async fn fetch(method: &str, host: &str, path: &str, headers: &[(&str, &str)
         .unwrap_or(0);
     let mut map = reqwest::header::HeaderMap::new();
     for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            if let (Ok(name), Ok(value)) = (
+        if let Some((name, value)) = line.split_once(':')
+            && let (Ok(name), Ok(value)) = (
                 reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()),
                 reqwest::header::HeaderValue::from_str(value.trim()),
-            ) {
-                map.append(name, value);
-            }
+            )
+        {
+            map.append(name, value);
         }
     }
     Page {

@@ -518,3 +518,73 @@ async fn a_build_past_its_time_limit_is_stopped_and_failed() {
         "{done}"
     );
 }
+
+#[tokio::test]
+async fn builds_beyond_the_account_limit_wait_queued_and_start_when_a_slot_frees() {
+    let api = Api::new_account("queue").await;
+    let repo = Repo::from_fixture("");
+    repo.write("index.html", "<h1>q</h1>");
+    repo.commit("slow");
+    let project = api
+        .create_project(json!({
+            "name": "queued builds",
+            "git_url": repo.url(),
+            "build": {"build_command": "echo queued-build-running; sleep 120"}
+        }))
+        .await;
+    let pid = project["id"].as_str().unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(api.deploy(pid).await["id"].as_str().unwrap().to_string());
+    }
+    // Two builds per account at once: the first two build, the third waits.
+    for id in &ids[..2] {
+        api.logs_containing(id, "queued-build-running").await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        api.get(&format!("/v1/deployments/{}", ids[2])).await.body["state"],
+        "QUEUED"
+    );
+    // Canceling a running build frees its slot for the waiting one.
+    assert_eq!(
+        api.post(&format!("/v1/deployments/{}/cancel", ids[0]), json!({}))
+            .await
+            .status,
+        200
+    );
+    api.logs_containing(&ids[2], "queued-build-running").await;
+    assert_eq!(
+        api.get(&format!("/v1/deployments/{}", ids[2])).await.body["state"],
+        "BUILDING"
+    );
+    for id in &ids[1..] {
+        assert_eq!(
+            api.post(&format!("/v1/deployments/{id}/cancel"), json!({}))
+                .await
+                .status,
+            200
+        );
+    }
+    // A QUEUED deployment can be canceled too.
+    let waiting: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(api.deploy(pid).await["id"].as_str().unwrap().to_string());
+        }
+        v
+    };
+    let last = &waiting[2];
+    assert_eq!(
+        api.get(&format!("/v1/deployments/{last}")).await.body["state"],
+        "QUEUED"
+    );
+    let reply = api
+        .post(&format!("/v1/deployments/{last}/cancel"), json!({}))
+        .await;
+    assert_eq!(reply.body["state"], "CANCELED", "{reply:?}");
+    for id in &waiting[..2] {
+        api.post(&format!("/v1/deployments/{id}/cancel"), json!({}))
+            .await;
+    }
+}

@@ -111,12 +111,12 @@ fn validate_build(build: &BuildSettings) -> ApiResult<()> {
     if let Some(command) = &build.build_command {
         validate::command("build.build_command", command)?;
     }
-    if let Some(timeout) = build.timeout_seconds {
-        if !(10..=6 * 3600).contains(&timeout) {
-            return Err(ApiError::bad_request(
-                "build.timeout_seconds: must be between 10 and 21600",
-            ));
-        }
+    if let Some(timeout) = build.timeout_seconds
+        && !(10..=6 * 3600).contains(&timeout)
+    {
+        return Err(ApiError::bad_request(
+            "build.timeout_seconds: must be between 10 and 21600",
+        ));
     }
     Ok(())
 }

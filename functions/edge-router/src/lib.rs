@@ -42,13 +42,14 @@ pub fn parse_host(host: &str, domain: &str) -> Option<HostTarget> {
     if !valid {
         return None;
     }
-    if let Some((slug, short_id)) = label.rsplit_once('-') {
-        if short_id.len() == SHORT_ID_LEN && short_id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Some(HostTarget::Deployment {
-                slug: slug.to_string(),
-                short_id: short_id.to_string(),
-            });
-        }
+    if let Some((slug, short_id)) = label.rsplit_once('-')
+        && short_id.len() == SHORT_ID_LEN
+        && short_id.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Some(HostTarget::Deployment {
+            slug: slug.to_string(),
+            short_id: short_id.to_string(),
+        });
     }
     Some(HostTarget::Production {
         slug: label.to_string(),

@@ -303,10 +303,9 @@ fn tansu_bin() -> anyhow::Result<PathBuf> {
     if let Ok(output) = std::process::Command::new("sh")
         .args(["-c", "command -v tansu"])
         .output()
+        && output.status.success()
     {
-        if output.status.success() {
-            return Ok(String::from_utf8_lossy(&output.stdout).trim().into());
-        }
+        return Ok(String::from_utf8_lossy(&output.stdout).trim().into());
     }
     let output = std::process::Command::new("python3")
         .args([

@@ -54,10 +54,10 @@ impl Sites {
             HostTarget::Production { slug } => slug.clone(),
             HostTarget::Deployment { slug, short_id } => format!("{slug}-{short_id}"),
         };
-        if let Some((at, answer)) = self.routes.lock().expect("routes lock").get(&cache_key) {
-            if at.elapsed() < ROUTE_TTL {
-                return Ok(answer.clone());
-            }
+        if let Some((at, answer)) = self.routes.lock().expect("routes lock").get(&cache_key)
+            && at.elapsed() < ROUTE_TTL
+        {
+            return Ok(answer.clone());
         }
         let answer = match &target {
             HostTarget::Production { slug } => self.db.route(slug, None).await,
@@ -197,18 +197,16 @@ async fn route(
         .header(header::ETAG, &tag)
         .header("x-content-type-options", "nosniff")
         .header("x-deploysphere-deployment", &deployment_id);
-    if status == 200 {
-        if let Some(condition) = headers
+    let not_modified = status == 200
+        && headers
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
-        {
-            if if_none_match(condition, &tag) {
-                return Ok(builder
-                    .status(StatusCode::NOT_MODIFIED)
-                    .body(Body::empty())
-                    .expect("valid response"));
-            }
-        }
+            .is_some_and(|condition| if_none_match(condition, &tag));
+    if not_modified {
+        return Ok(builder
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .expect("valid response"));
     }
     builder = builder
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))

@@ -195,6 +195,7 @@ async fn main() {
     let router = wrk(&router_url, &site_host);
     let reference = wrk(&nginx_url, "localhost");
     let _ = nginx.kill();
+    let _ = nginx.wait();
     println!("  {:<12} {:>12} {:>12}", "", "requests/s", "p99 latency");
     println!(
         "  {:<12} {:>12.0} {:>9.2} ms",
