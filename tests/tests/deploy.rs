@@ -588,3 +588,35 @@ async fn builds_beyond_the_account_limit_wait_queued_and_start_when_a_slot_frees
             .await;
     }
 }
+
+#[tokio::test]
+async fn an_output_folder_replaced_by_a_link_out_of_the_repository_fails_the_build() {
+    let api = Api::new_account("outlink").await;
+    let repo = Repo::from_fixture("");
+    repo.write("index.html", "<h1>x</h1>");
+    repo.commit("link");
+    let project = api
+        .create_project(json!({
+            "name": "output link",
+            "git_url": repo.url(),
+            "build": {"build_command": "ln -s /etc dist", "output_dir": "dist"}
+        }))
+        .await;
+    let deployment = api.deploy(project["id"].as_str().unwrap()).await;
+    let id = deployment["id"].as_str().unwrap();
+    let done = api.wait_final(id).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .unwrap()
+            .contains("points outside the repository"),
+        "{done}"
+    );
+    assert!(
+        !object_store()
+            .exists(&format!("manifests/{id}.json"))
+            .await
+            .unwrap()
+    );
+}

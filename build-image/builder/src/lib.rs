@@ -213,16 +213,23 @@ async fn build(
     }
 
     let output = root.join(&plan.output_dir);
-    let files = upload::collect(&output).map_err(|e| {
-        if output.exists() {
-            fail(e)
-        } else {
-            fail(format!(
+    // The build may have replaced the output folder by a link: it must stay inside.
+    let output = match output.canonicalize() {
+        Ok(real) if real.starts_with(&checkout) && real.is_dir() => real,
+        Ok(real) if !real.starts_with(&checkout) => {
+            return Err(fail(format!(
+                "the output folder {:?} is a link that points outside the repository; nothing was uploaded",
+                plan.output_dir
+            )));
+        }
+        _ => {
+            return Err(fail(format!(
                 "the output folder {:?} does not exist after the build",
                 plan.output_dir
-            ))
+            )));
         }
-    })?;
+    };
+    let files = upload::collect(&output).map_err(fail)?;
     if files.is_empty() {
         return Err(fail(format!(
             "the output folder {:?} is empty",

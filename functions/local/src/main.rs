@@ -151,19 +151,16 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let home = args.home.canonicalize()?;
     let logs = home.join("logs");
     std::fs::create_dir_all(&logs)?;
-    for (name, port) in [
-        ("api", args.api_port),
-        ("router", args.router_port),
-        ("s3", args.s3_port),
+    for (name, port, setting) in [
+        ("api", args.api_port, "DEPLOYSPHERE_API_PORT"),
+        ("router", args.router_port, "DEPLOYSPHERE_ROUTER_PORT"),
+        ("s3", args.s3_port, "DEPLOYSPHERE_S3_PORT"),
     ] {
-        services::ensure_free(name, port).await?;
+        services::ensure_free(name, port, setting).await?;
     }
 
     let mut started = Vec::new();
     let result = run(&args, &home, &logs, &mut started).await;
-    if let Err(e) = &result {
-        error!("{e:#}");
-    }
     eprintln!("Stopping DeploySphere...");
     futures::future::join_all(started.into_iter().map(services::Service::stop)).await;
     if args.ephemeral {
@@ -413,6 +410,8 @@ async fn run(
     events_task.abort();
     logs_task.abort();
     s3_task.abort();
+    // Let the aborted clients close before the servers they talk to go away.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     launcher.kill_all();
     stopped_task.abort();
     outcome

@@ -115,11 +115,12 @@ async fn port_open(port: u16) -> bool {
         .is_ok()
 }
 
-/// Fails with a clear message when something already listens on `port`.
-pub async fn ensure_free(name: &str, port: u16) -> anyhow::Result<()> {
+/// Fails with a clear message when something already listens on `port`; `setting`
+/// names the environment variable that moves it.
+pub async fn ensure_free(name: &str, port: u16, setting: &str) -> anyhow::Result<()> {
     if port_open(port).await {
         bail!(
-            "{name} cannot start: port {port} on 127.0.0.1 is already in use (another `make dev`?); free it or set another port"
+            "{name} cannot start: port {port} on 127.0.0.1 is already in use (another `make dev`?); stop that or set {setting} to another port"
         );
     }
     Ok(())
@@ -206,7 +207,7 @@ pub fn postgres_dir(home: &Path) -> PathBuf {
 }
 
 pub async fn start_postgres(dir: &Path, logs: &Path, port: u16) -> anyhow::Result<Service> {
-    ensure_free("postgres", port).await?;
+    ensure_free("postgres", port, "DEPLOYSPHERE_POSTGRES_PORT").await?;
     let bin = postgres_bin_dir()?;
     let data = dir.join("data");
     let sockets = dir.join("run");
@@ -271,7 +272,7 @@ pub async fn start_postgres(dir: &Path, logs: &Path, port: u16) -> anyhow::Resul
 }
 
 pub async fn start_redis(dir: &Path, logs: &Path, port: u16) -> anyhow::Result<Service> {
-    ensure_free("redis", port).await?;
+    ensure_free("redis", port, "DEPLOYSPHERE_REDIS_PORT").await?;
     std::fs::create_dir_all(dir)?;
     let mut command = Command::new("redis-server");
     command
@@ -321,7 +322,7 @@ fn tansu_bin() -> anyhow::Result<PathBuf> {
 }
 
 pub async fn start_kafka(logs: &Path, port: u16) -> anyhow::Result<Service> {
-    ensure_free("kafka broker (tansu)", port).await?;
+    ensure_free("kafka broker (tansu)", port, "DEPLOYSPHERE_KAFKA_PORT").await?;
     let url = format!("tcp://127.0.0.1:{port}");
     let mut command = Command::new(tansu_bin()?);
     command
@@ -346,8 +347,13 @@ pub async fn start_clickhouse(
     http_port: u16,
     tcp_port: u16,
 ) -> anyhow::Result<Service> {
-    ensure_free("clickhouse", http_port).await?;
-    ensure_free("clickhouse (native port)", tcp_port).await?;
+    ensure_free("clickhouse", http_port, "DEPLOYSPHERE_CLICKHOUSE_PORT").await?;
+    ensure_free(
+        "clickhouse (native port)",
+        tcp_port,
+        "DEPLOYSPHERE_CLICKHOUSE_TCP_PORT",
+    )
+    .await?;
     for sub in ["data", "tmp", "user_files", "format_schemas"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
