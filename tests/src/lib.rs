@@ -216,6 +216,18 @@ impl Api {
         timeout: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
+        self.wait_for_every(deployment_id, timeout, Duration::from_millis(100), done)
+            .await
+    }
+
+    /// [`Api::wait_for`], polling every `interval`.
+    pub async fn wait_for_every(
+        &self,
+        deployment_id: &str,
+        timeout: Duration,
+        interval: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let start = Instant::now();
         loop {
             let reply = self.get(&format!("/v1/deployments/{deployment_id}")).await;
@@ -228,7 +240,7 @@ impl Api {
                 "deployment did not get there in {timeout:?}: {}",
                 reply.body
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(interval).await;
         }
     }
 

@@ -185,7 +185,7 @@ async fn build(
             reporter
                 .system(format!("Running {name} command: {command}"))
                 .await;
-            let command_started = Instant::now();
+            let started = Instant::now();
             let remaining = deadline.saturating_duration_since(Instant::now());
             let (tx, mut rx) = mpsc::channel::<(LogStream, String)>(1024);
             let run = sandbox.run(command, &workdir, remaining, tx);
@@ -200,13 +200,16 @@ async fn build(
                 reporter.line(stream, &line).await;
             }
             match exit {
-                Ok(Exit::Code(0)) => {
-                    let elapsed = command_started.elapsed().as_secs_f64();
+                Ok((Exit::Code(0), command_time)) => {
+                    let own = command_time.as_secs_f64();
+                    let setup = started.elapsed().as_secs_f64() - own;
                     reporter
-                        .system(format!("The {name} command finished in {elapsed:.3} s"))
+                        .system(format!(
+                            "The {name} command finished in {own:.3} s (sandbox set-up {setup:.3} s)"
+                        ))
                         .await;
                 }
-                Ok(exit) => return Err(fail(format!("the {name} command {exit}"))),
+                Ok((exit, _)) => return Err(fail(format!("the {name} command {exit}"))),
                 Err(e) => return Err(fail(format!("the {name} command could not run: {e}"))),
             }
         }

@@ -309,14 +309,15 @@ impl Sandbox {
     }
 
     /// Runs `command` with `sh -c` in `workdir` (a path under [`WORKSPACE`]), sending
-    /// each output line to `lines`. Stops everything at `timeout`.
+    /// each output line to `lines`. Stops everything at `timeout`. Returns how the
+    /// command ended and its own run time (sandbox start-up excluded).
     pub async fn run(
         &self,
         command: &str,
         workdir: &str,
         timeout: Duration,
         lines: mpsc::Sender<(LogStream, String)>,
-    ) -> anyhow::Result<Exit> {
+    ) -> anyhow::Result<(Exit, Duration)> {
         let (info_read, info_write) = pipe()?;
         let (block_read, block_write) = pipe()?;
         // Each --ro-bind-data reads its file from a pipe, fds 5.. in the child.
@@ -419,6 +420,7 @@ impl Sandbox {
         let mut block_write = std::fs::File::from(block_write);
         std::io::Write::write_all(&mut block_write, b"1")?;
         drop(block_write);
+        let command_started = std::time::Instant::now();
 
         let stdout = child
             .stdout
@@ -443,6 +445,7 @@ impl Sandbox {
                 Exit::TimedOut
             }
         };
+        let command_time = command_started.elapsed();
         if let Some(cgroup) = &self.cgroup {
             cgroup.kill_all();
         }
@@ -450,7 +453,7 @@ impl Sandbox {
         for pump in [stdout, stderr].into_iter().flatten() {
             let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
         }
-        Ok(exit)
+        Ok((exit, command_time))
     }
 
     async fn kill(&self, child: &mut Child) {

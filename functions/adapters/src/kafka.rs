@@ -32,6 +32,9 @@ pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "6000")
+        // The local broker answers an empty fetch only after the full wait: keep it
+        // short so a state change reaches Postgres within tens of milliseconds.
+        .set("fetch.wait.max.ms", "50")
         .set("isolation.level", "read_uncommitted");
     config
 }

@@ -115,7 +115,7 @@ async fn main() {
         let deployment = api.deploy(&project_id).await;
         let id = deployment["id"].as_str().unwrap().to_string();
         let done = api
-            .wait_for(&id, Duration::from_secs(120), |d| {
+            .wait_for_every(&id, Duration::from_secs(120), Duration::from_millis(5), |d| {
                 matches!(d["state"].as_str(), Some("READY" | "FAILED" | "CANCELED"))
             })
             .await;
@@ -128,7 +128,8 @@ async fn main() {
             .iter()
             .find_map(|m| {
                 m.strip_prefix("The build command finished in ")
-                    .and_then(|r| r.trim_end_matches(" s").parse().ok())
+                    .and_then(|r| r.split(" s").next())
+                    .and_then(|n| n.parse().ok())
             })
             .expect("build time line");
         println!(
