@@ -182,6 +182,11 @@ async fn node_build_runs_sandboxed_without_platform_access_and_masks_secrets() {
         assert!(!env_line.contains(forbidden), "{env_line}");
     }
     assert!(env_line.contains("GREETING") && env_line.contains("API_KEY"));
+    assert!(text.iter().any(|m| m == "open-fds=0,1,2,3"), "{text:?}");
+    assert!(
+        text.iter().any(|m| m == "nested-userns=blocked"),
+        "{text:?}"
+    );
     // The secret is masked in every line.
     assert!(text.iter().any(|m| m == "secret-echo=***"), "{text:?}");
     assert!(!text.iter().any(|m| m.contains("s3cr3t-value-123")));

@@ -34,12 +34,13 @@ pub struct Failure(pub String);
 /// Runs the whole build and reports its end: `Finished` or `Failed`. Returns an error
 /// only when the final report itself could not be delivered.
 pub async fn run(spec: &BuildSpec, config: &BuilderConfig) -> anyhow::Result<bool> {
-    let secrets: Vec<String> = spec
+    let mut secrets: Vec<String> = spec
         .env
         .values()
         .filter(|v| v.secret)
         .map(|v| v.value.clone())
         .collect();
+    secrets.extend(url_credentials(&spec.git_url));
     let mut reporter = Reporter::new(
         &config.kafka_brokers,
         &spec.deployment_id,
@@ -56,10 +57,9 @@ pub async fn run(spec: &BuildSpec, config: &BuilderConfig) -> anyhow::Result<boo
         Ok(stats) => {
             reporter
                 .system(format!(
-                    "Deployed {} files ({} bytes, {} new blobs) in {:.1} s",
+                    "Deployed {} files ({} bytes) in {:.1} s",
                     stats.files,
                     stats.bytes,
-                    stats.blobs_uploaded,
                     started.elapsed().as_secs_f64()
                 ))
                 .await;
@@ -71,6 +71,7 @@ pub async fn run(spec: &BuildSpec, config: &BuilderConfig) -> anyhow::Result<boo
             }
         }
         Err(Failure(reason)) => {
+            let reason = reporter.mask(&reason);
             reporter.system(format!("Build failed: {reason}")).await;
             BuildEventKind::Failed { reason }
         }
@@ -100,7 +101,11 @@ async fn build(
 
     let checkout = work.join("src");
     reporter
-        .system(format!("Cloning {} ({})", source.url(), spec.git_ref))
+        .system(format!(
+            "Cloning {} ({})",
+            validate::redact_url(source.url()),
+            spec.git_ref
+        ))
         .await;
     let commit = source::checkout(
         reporter,
@@ -114,7 +119,7 @@ async fn build(
     .map_err(|e| {
         fail(format!(
             "could not clone {} at {}: {e}",
-            source.url(),
+            validate::redact_url(source.url()),
             spec.git_ref
         ))
     })?;
@@ -247,4 +252,23 @@ async fn build(
     upload::upload(&store, &spec.deployment_id, files)
         .await
         .map_err(|e| fail(format!("upload failed: {e}")))
+}
+
+/// The `user:password` of a URL and its password alone, to mask in every log line.
+fn url_credentials(url: &str) -> Vec<String> {
+    let redacted = validate::redact_url(url);
+    if redacted == url {
+        return Vec::new();
+    }
+    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let userinfo = authority
+        .rsplit_once('@')
+        .map_or("", |(userinfo, _)| userinfo);
+    let mut found = vec![userinfo.to_string()];
+    if let Some((_, password)) = userinfo.split_once(':') {
+        found.push(password.to_string());
+    }
+    found.retain(|s| s.len() >= 3);
+    found
 }

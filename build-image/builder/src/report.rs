@@ -17,7 +17,14 @@ pub struct Reporter {
     secrets: Vec<String>,
     next_seq: u64,
     pending: Vec<DeliveryFuture>,
+    /// Bytes of user output logged so far, and lines dropped past the limit.
+    output_bytes: u64,
+    dropped: u64,
 }
+
+/// The most user output (stdout and stderr) one build may log; past it, lines are
+/// counted, not sent, so a runaway build cannot flood the shared log pipeline.
+pub const MAX_OUTPUT_BYTES: u64 = 256 * 1024 * 1024;
 
 impl Reporter {
     pub fn new(
@@ -36,7 +43,14 @@ impl Reporter {
             secrets,
             next_seq: 1,
             pending: Vec::new(),
+            output_bytes: 0,
+            dropped: 0,
         })
+    }
+
+    /// `text` with every secret masked.
+    pub fn mask(&self, text: &str) -> String {
+        mask_secrets(text, &self.secrets)
     }
 
     /// Lines sent so far.
@@ -46,6 +60,22 @@ impl Reporter {
 
     /// Queues one log line; never blocks the build for long.
     pub async fn line(&mut self, stream: LogStream, message: &str) {
+        if stream != LogStream::System {
+            if self.output_bytes > MAX_OUTPUT_BYTES {
+                self.dropped += 1;
+                return;
+            }
+            self.output_bytes += message.len() as u64 + 1;
+            if self.output_bytes > MAX_OUTPUT_BYTES {
+                self.dropped += 1;
+                let notice = format!(
+                    "The build's output passed {} MiB: further lines are not logged",
+                    MAX_OUTPUT_BYTES / (1024 * 1024)
+                );
+                Box::pin(self.line(LogStream::System, &notice)).await;
+                return;
+            }
+        }
         let message = truncate_message(mask_secrets(message, &self.secrets));
         let line = LogLine {
             deployment_id: self.deployment_id.clone(),
@@ -118,6 +148,13 @@ impl Reporter {
 
     /// Delivers every queued line. Returns how many lines could not be delivered.
     pub async fn finish(&mut self) -> u64 {
+        if self.dropped > 0 {
+            let notice = format!(
+                "{} lines of output were not logged (over the limit)",
+                self.dropped
+            );
+            self.line(LogStream::System, &notice).await;
+        }
         self.settle().await
     }
 }

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use deploysphere_core::{Limits, LogStream};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::BufReader;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
@@ -87,6 +87,14 @@ impl Cgroup {
                     }
                 }
             }
+            // With swap accounting, cap memory + swap at the same amount: no swapping out.
+            let memsw = root
+                .join("memory/deploysphere")
+                .join(name)
+                .join("memory.memsw.limit_in_bytes");
+            if memsw.exists() {
+                let _ = std::fs::write(memsw, memory.to_string());
+            }
             return Some(Cgroup::V1(dirs));
         }
         let controllers =
@@ -104,6 +112,7 @@ impl Cgroup {
                 && std::fs::write(dir.join("memory.max"), memory.to_string()).is_ok()
                 && std::fs::write(dir.join("cpu.max"), format!("{quota} {period}")).is_ok()
                 && std::fs::write(dir.join("pids.max"), limits.max_processes.to_string()).is_ok();
+            let _ = std::fs::write(dir.join("memory.swap.max"), "0");
             if ok {
                 return Some(Cgroup::V2(dir));
             }
@@ -234,6 +243,7 @@ impl Sandbox {
     fn bwrap_args(&self, workdir: &str) -> Vec<String> {
         let mut args: Vec<String> = [
             "--unshare-user",
+            "--disable-userns",
             "--unshare-pid",
             "--unshare-ipc",
             "--unshare-uts",
@@ -359,26 +369,7 @@ impl Sandbox {
             .into_iter()
             .chain(data_pipes.iter().map(|p| p.as_raw_fd()))
             .collect();
-        // SAFETY: only fcntl(2), dup2(2) and close(2), which are async-signal-safe, run
-        // between fork and exec; the fd list was built before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Move every source above the targets first so no dup2 clobbers a source.
-                let mut moved = [0i32; 16];
-                for (slot, source) in moved.iter_mut().zip(child_fds.iter()) {
-                    *slot = libc::fcntl(*source, libc::F_DUPFD_CLOEXEC, 100);
-                    if *slot < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                for (target, source) in (3..).zip(moved.iter().take(child_fds.len())) {
-                    if libc::dup2(*source, target) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        pass_fds(&mut cmd, child_fds);
         let mut child = cmd
             .spawn()
             .map_err(|e| anyhow::anyhow!("could not start bubblewrap: {e}"))?;
@@ -415,6 +406,10 @@ impl Sandbox {
             }
             anyhow::bail!("the sandbox did not start ({status}): {}", stderr.trim());
         };
+        // bwrap reports the child before the child has set up its namespaces (loopback
+        // included): slirp4netns may only touch the network once the child waits on
+        // the block fd, or the two race on netlink.
+        wait_until_blocked(child_pid, 4).await;
         let mut slirp = start_slirp(child_pid).await?;
         // Network is up: let the command run.
         let mut block_write = std::fs::File::from(block_write);
@@ -474,6 +469,44 @@ impl Drop for Sandbox {
     }
 }
 
+/// Makes `fds` the child's fds 3, 4, ... and marks every other inherited fd
+/// close-on-exec, so nothing else of the builder (Kafka sockets, wakeup pipes) leaks
+/// into the sandbox.
+fn pass_fds(cmd: &mut Command, fds: Vec<i32>) {
+    assert!(fds.len() <= 16, "at most 16 fds");
+    // SAFETY: only fcntl(2), dup2(2) and close_range(2), which are async-signal-safe,
+    // run between fork and exec; the fd list was built before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move every source above the targets first so no dup2 clobbers a source.
+            let mut moved = [0i32; 16];
+            for (slot, source) in moved.iter_mut().zip(fds.iter()) {
+                *slot = libc::fcntl(*source, libc::F_DUPFD_CLOEXEC, 100);
+                if *slot < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (target, source) in (3..).zip(moved.iter().take(fds.len())) {
+                if libc::dup2(*source, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+            let first = 3 + fds.len() as libc::c_uint;
+            if libc::syscall(
+                libc::SYS_close_range,
+                first,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two fds into the array; we own them from here on.
@@ -482,6 +515,20 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: both fds were just created and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Waits (at most 5 s) until process `pid` sits in `read(fd, ...)`.
+async fn wait_until_blocked(pid: i64, fd: i32) {
+    let expected = format!("{} 0x{fd:x} ", libc::SYS_read);
+    let path = format!("/proc/{pid}/syscall");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        match std::fs::read_to_string(&path) {
+            Ok(state) if state.starts_with(&expected) => return,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+            Err(_) => return,
+        }
+    }
 }
 
 /// Starts slirp4netns on the sandbox's network namespace and waits until it is ready.
@@ -493,6 +540,8 @@ async fn start_slirp(child_pid: i64) -> anyhow::Result<Child> {
         "--configure",
         "--mtu=65520",
         "--disable-host-loopback",
+        "--enable-sandbox",
+        "--enable-seccomp",
         "--ready-fd=3",
         "--netns-type=path",
     ])
@@ -502,15 +551,7 @@ async fn start_slirp(child_pid: i64) -> anyhow::Result<Child> {
     .stdout(Stdio::null())
     .stderr(Stdio::piped())
     .kill_on_drop(true);
-    // SAFETY: only dup2(2) runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(ready_fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    pass_fds(&mut cmd, vec![ready_fd]);
     let mut slirp = cmd
         .spawn()
         .map_err(|e| anyhow::anyhow!("could not start slirp4netns: {e}"))?;
@@ -534,31 +575,62 @@ async fn start_slirp(child_pid: i64) -> anyhow::Result<Child> {
     }
 }
 
-/// Forwards each line of a child's output.
+/// Forwards each line of a child's output. A line is cut at
+/// [`MAX_MESSAGE_BYTES`](deploysphere_core::logs::MAX_MESSAGE_BYTES) while it is read,
+/// so no output, however long its lines, makes the builder hold more than that.
 fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     reader: R,
     stream: LogStream,
     lines: mpsc::Sender<(LogStream, String)>,
 ) -> tokio::task::JoinHandle<()> {
+    use deploysphere_core::logs::MAX_MESSAGE_BYTES;
+    use tokio::io::AsyncBufReadExt;
     tokio::spawn(async move {
-        let mut reader = BufReader::new(reader);
-        let mut buf = Vec::new();
+        let mut reader = BufReader::with_capacity(64 * 1024, reader);
+        let mut line: Vec<u8> = Vec::new();
+        let mut cut = 0usize;
         loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                        buf.pop();
-                    }
-                    let line = String::from_utf8_lossy(&buf).into_owned();
-                    if lines.send((stream, line)).await.is_err() {
-                        break;
-                    }
+            let (used, complete) = match reader.fill_buf().await {
+                Ok(chunk) if !chunk.is_empty() => {
+                    let newline = chunk.iter().position(|b| *b == b'\n');
+                    let part = &chunk[..newline.unwrap_or(chunk.len())];
+                    let room = MAX_MESSAGE_BYTES.saturating_sub(line.len());
+                    line.extend_from_slice(&part[..part.len().min(room)]);
+                    cut += part.len().saturating_sub(room);
+                    (
+                        part.len() + usize::from(newline.is_some()),
+                        newline.is_some(),
+                    )
                 }
+                _ => break,
+            };
+            reader.consume(used);
+            if complete
+                && lines
+                    .send((stream, finish_line(&mut line, &mut cut)))
+                    .await
+                    .is_err()
+            {
+                return;
             }
         }
+        if !line.is_empty() || cut > 0 {
+            let _ = lines.send((stream, finish_line(&mut line, &mut cut))).await;
+        }
     })
+}
+
+fn finish_line(line: &mut Vec<u8>, cut: &mut usize) -> String {
+    while line.last().is_some_and(|b| *b == b'\r') {
+        line.pop();
+    }
+    let mut text = String::from_utf8_lossy(line).into_owned();
+    if *cut > 0 {
+        text.push_str(&format!(" […{cut} more bytes cut]"));
+    }
+    line.clear();
+    *cut = 0;
+    text
 }
 
 /// chown -R without following symlinks.

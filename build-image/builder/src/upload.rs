@@ -98,6 +98,23 @@ fn content_type_for(path: &str) -> String {
     }
 }
 
+/// SHA-256 (hex) and size of a file, read in chunks.
+async fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            return Ok((hex::encode(hasher.finalize()), size));
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+}
+
 pub struct UploadStats {
     pub manifest_key: String,
     pub files: u64,
@@ -122,21 +139,15 @@ pub async fn upload(
     }
     let results: Vec<(String, ManifestEntry, bool)> = futures::stream::iter(files)
         .map(|file| async move {
-            let bytes = tokio::fs::read(&file.source).await?;
-            let sha = hex::encode(Sha256::digest(&bytes));
+            let (sha, size) = hash_file(&file.source).await?;
             let content_type = content_type_for(&file.url_path);
             let cache_control = cache_control_for(&file.url_path).to_string();
-            let size = bytes.len() as u64;
             let uploaded = if store.blob_exists(&sha).await? {
                 false
             } else {
+                let body = ByteStream::from_path(&file.source).await?;
                 store
-                    .put(
-                        &blob_key(&sha),
-                        ByteStream::from(bytes),
-                        &content_type,
-                        Some(&cache_control),
-                    )
+                    .put(&blob_key(&sha), body, &content_type, Some(&cache_control))
                     .await?;
                 true
             };

@@ -12,10 +12,16 @@ pub use deadpool_postgres::{Pool as PgPool, PoolError};
 pub use tokio_postgres::Error as PgError;
 
 /// The numbered migrations of `schemas/postgres/`, applied in order.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init",
-    include_str!("../../../schemas/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init",
+        include_str!("../../../schemas/postgres/0001_init.sql"),
+    ),
+    (
+        "0002_project_names",
+        include_str!("../../../schemas/postgres/0002_project_names.sql"),
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -28,6 +34,16 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// The constraint (or unique index) a unique violation broke.
+    pub fn violated_constraint(&self) -> Option<&str> {
+        match self {
+            DbError::Query(e) if self.is_unique_violation() => {
+                e.as_db_error().and_then(|d| d.constraint())
+            }
+            _ => None,
+        }
+    }
+
     /// True for a unique-constraint violation.
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, DbError::Query(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
@@ -158,6 +174,15 @@ fn deployment_from_row(row: &Row) -> DbResult<Deployment> {
         finished_at: row.get(12),
         is_production: row.get(13),
     })
+}
+
+/// What a compare-and-set of a deployment's state did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateChange {
+    /// The state was no longer the expected one: nothing changed.
+    Stale,
+    /// The state changed; `promoted` when the production alias moved with it.
+    Changed { promoted: bool },
 }
 
 /// Typed access to the metadata tables.
@@ -364,7 +389,9 @@ impl Db {
     }
 
     /// Compare-and-set of a deployment's state, recording the time of the change and the
-    /// fields that come with it. Returns false when the state was no longer `from`.
+    /// fields that come with it. A move to READY also makes the deployment production
+    /// unless a deployment created later already is, in the same transaction, so a
+    /// READY deployment is never left behind by a crash between the two.
     pub async fn set_state(
         &self,
         id: Uuid,
@@ -372,30 +399,66 @@ impl Db {
         to: DeploymentState,
         error: Option<&str>,
         manifest_key: Option<&str>,
-    ) -> DbResult<bool> {
+    ) -> DbResult<StateChange> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let changed = tx
-            .execute(
+        let row = tx
+            .query_opt(
                 "UPDATE deployments SET state = $3,
                     error = COALESCE($4, error),
                     manifest_key = COALESCE($5, manifest_key),
                     started_at = CASE WHEN $3 = 'BUILDING' THEN clock_timestamp() ELSE started_at END,
                     ready_at = CASE WHEN $3 = 'READY' THEN clock_timestamp() ELSE ready_at END,
                     finished_at = CASE WHEN $3 IN ('READY', 'FAILED', 'CANCELED') THEN clock_timestamp() ELSE finished_at END
-                 WHERE id = $1 AND state = $2",
+                 WHERE id = $1 AND state = $2
+                 RETURNING project_id",
                 &[&id, &from.as_str(), &to.as_str(), &error, &manifest_key],
             )
             .await?;
-        if changed == 1 {
-            tx.execute(
-                "INSERT INTO deployment_transitions (deployment_id, state) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&id, &to.as_str()],
-            )
-            .await?;
+        let Some(row) = row else {
+            return Ok(StateChange::Stale);
+        };
+        tx.execute(
+            "INSERT INTO deployment_transitions (deployment_id, state) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&id, &to.as_str()],
+        )
+        .await?;
+        let mut promoted = false;
+        if to == DeploymentState::Ready {
+            let project_id: Uuid = row.get(0);
+            promoted = tx
+                .execute(
+                    "INSERT INTO aliases (project_id, deployment_id) VALUES ($1, $2)
+                     ON CONFLICT (project_id) DO UPDATE SET deployment_id = EXCLUDED.deployment_id, updated_at = clock_timestamp()
+                     WHERE (SELECT created_at FROM deployments WHERE id = aliases.deployment_id)
+                         < (SELECT created_at FROM deployments WHERE id = EXCLUDED.deployment_id)",
+                    &[&project_id, &id],
+                )
+                .await?
+                == 1;
         }
         tx.commit().await?;
-        Ok(changed == 1)
+        Ok(StateChange::Changed { promoted })
+    }
+
+    /// Live deployments whose build task should have ended long ago: launched more
+    /// than their time limit (the project's, else `default_timeout_secs`) plus
+    /// `grace_secs` ago.
+    pub async fn overdue_deployments(
+        &self,
+        default_timeout_secs: i64,
+        grace_secs: i64,
+    ) -> DbResult<Vec<Uuid>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT d.id FROM deployments d JOIN projects p ON p.id = d.project_id
+                 WHERE d.state IN ('QUEUED', 'BUILDING', 'UPLOADING') AND d.launched_at IS NOT NULL
+                   AND d.launched_at + make_interval(secs => COALESCE((p.build->>'timeout_seconds')::bigint, $1) + $2) < now()",
+                &[&default_timeout_secs, &grace_secs],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 
     pub async fn set_plan(
@@ -412,22 +475,6 @@ impl Db {
             )
             .await?;
         Ok(())
-    }
-
-    /// Makes `deployment_id` production unless a deployment created later already is.
-    /// Returns true when the alias moved.
-    pub async fn promote_if_newest(&self, project_id: Uuid, deployment_id: Uuid) -> DbResult<bool> {
-        let client = self.pool.get().await?;
-        let changed = client
-            .execute(
-                "INSERT INTO aliases (project_id, deployment_id) VALUES ($1, $2)
-                 ON CONFLICT (project_id) DO UPDATE SET deployment_id = EXCLUDED.deployment_id, updated_at = clock_timestamp()
-                 WHERE (SELECT created_at FROM deployments WHERE id = aliases.deployment_id)
-                     < (SELECT created_at FROM deployments WHERE id = EXCLUDED.deployment_id)",
-                &[&project_id, &deployment_id],
-            )
-            .await?;
-        Ok(changed == 1)
     }
 
     /// Points the production alias at a READY deployment of the project (rollback or

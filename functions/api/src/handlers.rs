@@ -143,6 +143,13 @@ pub async fn create_project(
         validate::env_key(key)?;
         validate::env_value(key, &var.value)?;
     }
+    let env_bytes: usize = env.iter().map(|(k, v)| k.len() + v.value.len()).sum();
+    if env_bytes > validate::MAX_ENV_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "env: names and values may hold at most {} KiB in all (these hold {env_bytes} bytes)",
+            validate::MAX_ENV_BYTES / 1024
+        )));
+    }
     let existing = state.db.list_projects(auth.0.id).await?;
     if existing.iter().any(|p| p.name.eq_ignore_ascii_case(name)) {
         return Err(ApiError::conflict(format!(
@@ -177,6 +184,11 @@ pub async fn create_project(
                     StatusCode::CREATED,
                     Json(ProjectView::new(&project, &state.config.sites)),
                 ));
+            }
+            Err(e) if e.violated_constraint() == Some("projects_account_name") => {
+                return Err(ApiError::conflict(format!(
+                    "a project named {name:?} already exists"
+                )));
             }
             Err(e) if e.is_unique_violation() => continue,
             Err(e) => return Err(e.into()),
@@ -232,7 +244,8 @@ pub async fn create_deployment(
         .or_else(|| project.branch.clone())
         .unwrap_or_else(|| "HEAD".to_string());
     let deployment = state.db.insert_deployment(&project, &git_ref).await?;
-    state.deployments.schedule().await?;
+    // The deployment exists now: scheduling is best effort (the periodic tick retries).
+    state.deployments.schedule_best_effort().await;
     let deployment = state
         .db
         .deployment(deployment.id)

@@ -2,6 +2,9 @@
 
 use crate::error::InputError;
 
+/// The most bytes a project's environment variables (names and values) may hold.
+pub const MAX_ENV_BYTES: usize = 64 * 1024;
+
 /// Longest slug; leaves room for `-<8 chars>` within a 63-byte DNS label.
 pub const MAX_SLUG_LEN: usize = 48;
 
@@ -73,10 +76,10 @@ pub fn env_key(key: &str) -> Result<(), InputError> {
 }
 
 pub fn env_value(key: &str, value: &str) -> Result<(), InputError> {
-    if value.len() > 64 * 1024 || value.contains('\0') {
+    if value.len() > 32 * 1024 || value.contains('\0') {
         return Err(InputError::new(
             format!("env.{key}"),
-            "values must be at most 64 KiB and contain no NUL byte",
+            "values must be at most 32 KiB and contain no NUL byte",
         ));
     }
     Ok(())
@@ -166,8 +169,11 @@ pub fn git_url(url: &str, allow_local: bool) -> Result<GitSource, InputError> {
         .or_else(|| allow_local.then(|| url.strip_prefix("http://")).flatten())
     {
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host = authority.rsplit('@').next().unwrap_or("");
-        let host = host.split(':').next().unwrap_or("");
+        let host_port = authority.rsplit('@').next().unwrap_or("");
+        let host = match host_port.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host_port.split(':').next().unwrap_or(""),
+        };
         if host.is_empty() || rest.len() == authority.len() {
             return Err(InputError::new(
                 field,
@@ -223,6 +229,11 @@ fn is_private_host(host: &str) -> bool {
                     || v4.is_broadcast()
                     || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1])
             }
+            std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => is_private_host(
+                &v6.to_ipv4_mapped()
+                    .map(|v4| v4.to_string())
+                    .unwrap_or_default(),
+            ),
             std::net::IpAddr::V6(v6) => {
                 v6.is_loopback()
                     || v6.is_unspecified()
@@ -232,6 +243,19 @@ fn is_private_host(host: &str) -> bool {
         };
     }
     false
+}
+
+/// A URL fit for logs: `user:password@` is replaced by `***@`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}://***@{}", &url[..scheme_end], &rest[at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -262,6 +286,8 @@ mod tests {
         assert!(git_url("https://127.0.0.1/a.git", false).is_err());
         assert!(git_url("https://169.254.169.254/latest", false).is_err());
         assert!(git_url("https://10.1.2.3/a.git", false).is_err());
+        assert!(git_url("https://[::ffff:169.254.169.254]/x", false).is_err());
+        assert!(git_url("https://[::1]/x", false).is_err());
         assert!(git_url("https://github.com", false).is_err());
         assert!(git_url("--upload-pack=evil", true).is_err());
         assert!(git_url("ssh://git@host/a.git", true).is_err());
@@ -273,6 +299,19 @@ mod tests {
             git_url("file:///srv/repo", true).unwrap().url(),
             "file:///srv/repo"
         );
+    }
+
+    #[test]
+    fn credentials_never_reach_logs() {
+        assert_eq!(
+            redact_url("https://user:tok@github.com/a/b.git"),
+            "https://***@github.com/a/b.git"
+        );
+        assert_eq!(
+            redact_url("https://github.com/a/b@c.git"),
+            "https://github.com/a/b@c.git"
+        );
+        assert_eq!(redact_url("file:///srv/repo"), "file:///srv/repo");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use deploysphere_adapters::pg::{Db, DbError, Deployment};
+use deploysphere_adapters::pg::{Db, DbError, Deployment, StateChange};
 use deploysphere_core::{
     BuildEvent, BuildEventKind, BuildSpec, DeploymentState, Launcher, Limits, Transition,
     TransitionError, transition,
@@ -71,7 +71,9 @@ impl Deployments {
     }
 
     /// Moves a deployment towards `target` with a compare-and-set, retrying when
-    /// another writer changed it in between. Idempotent.
+    /// another writer changed it in between. Idempotent. A move to READY moves the
+    /// production alias in the same transaction (unless a newer deployment is
+    /// production already).
     pub async fn apply_state(
         &self,
         id: Uuid,
@@ -88,15 +90,22 @@ impl Deployments {
             match transition(deployment.state, target)? {
                 Transition::Unchanged => return Ok((Applied::Unchanged, deployment)),
                 Transition::To(next) => {
-                    if self
+                    match self
                         .db
                         .set_state(id, deployment.state, next, error, manifest_key)
                         .await?
                     {
-                        info!(deployment_id = %id, from = %deployment.state, to = %next, "deployment state changed");
-                        let mut deployment = deployment;
-                        deployment.state = next;
-                        return Ok((Applied::Moved(next), deployment));
+                        StateChange::Stale => continue,
+                        StateChange::Changed { promoted } => {
+                            info!(deployment_id = %id, from = %deployment.state, to = %next, reason = error.unwrap_or(""), "deployment state changed");
+                            if promoted {
+                                info!(deployment_id = %id, project_id = %deployment.project_id, "production alias moved");
+                            }
+                            let mut deployment = deployment;
+                            deployment.state = next;
+                            deployment.is_production = deployment.is_production || promoted;
+                            return Ok((Applied::Moved(next), deployment));
+                        }
                     }
                 }
             }
@@ -123,23 +132,55 @@ impl Deployments {
             BuildEventKind::Finished { manifest_key, .. } => (None, Some(manifest_key.as_str())),
             _ => (None, None),
         };
-        let (applied, deployment) = match self.apply_state(id, target, error, manifest_key).await {
-            Ok(result) => result,
-            Err(EventError::Transition(e)) => {
-                warn!(deployment_id = %id, error = %e, "event ignored");
-                return Ok(Applied::Unchanged);
-            }
-            Err(e) => return Err(e),
-        };
-        if applied == Applied::Moved(DeploymentState::Ready)
-            && self.db.promote_if_newest(deployment.project_id, id).await?
+        // A finished build passed through UPLOADING even if that report was lost.
+        if target == DeploymentState::Ready
+            && let Err(e) = self
+                .apply_state(id, DeploymentState::Uploading, None, None)
+                .await
         {
-            info!(deployment_id = %id, project_id = %deployment.project_id, "production alias moved");
+            return ignore_transition(id, e);
         }
+        let applied = match self.apply_state(id, target, error, manifest_key).await {
+            Ok((applied, _)) => applied,
+            Err(e) => return ignore_transition(id, e),
+        };
         if matches!(applied, Applied::Moved(state) if state.is_final()) {
-            self.schedule().await?;
+            self.schedule_best_effort().await;
         }
         Ok(applied)
+    }
+
+    /// Launches what can be launched; a failure is logged (the next state change or
+    /// the periodic tick schedules again).
+    pub async fn schedule_best_effort(&self) {
+        if let Err(e) = self.schedule().await {
+            warn!(error = %e, "scheduling failed; will retry");
+        }
+    }
+
+    /// Fails live deployments whose build task has stayed silent past its time limit
+    /// plus `grace_secs` (a build task that died without any report).
+    pub async fn fail_overdue(&self, grace_secs: i64) -> Result<usize, EventError> {
+        let overdue = self
+            .db
+            .overdue_deployments(self.config.limits.timeout_seconds as i64, grace_secs)
+            .await?;
+        let mut failed = 0;
+        for id in overdue {
+            let reason =
+                "the build task stopped reporting and did not finish within its time limit";
+            if let Ok((Applied::Moved(_), _)) = self
+                .apply_state(id, DeploymentState::Failed, Some(reason), None)
+                .await
+            {
+                let _ = self.launcher.cancel(&id.to_string()).await;
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            self.schedule_best_effort().await;
+        }
+        Ok(failed)
     }
 
     /// Cancels a live deployment: CANCELED at once, then every process of its build
@@ -157,7 +198,7 @@ impl Deployments {
             if let Err(e) = self.launcher.cancel(&id.to_string()).await {
                 warn!(deployment_id = %id, error = %e, "could not stop the build task");
             }
-            self.schedule().await?;
+            self.schedule_best_effort().await;
         }
         Ok(deployment)
     }
@@ -197,15 +238,53 @@ impl Deployments {
                 Ok(()) => {
                     info!(deployment_id = %id, "build task launched");
                     launched += 1;
+                    // A cancel that landed between the claim and the launch found no task
+                    // to stop: stop it now.
+                    if self
+                        .db
+                        .deployment(id)
+                        .await?
+                        .is_some_and(|d| d.state.is_final())
+                    {
+                        let _ = self.launcher.cancel(&id.to_string()).await;
+                    }
                 }
                 Err(e) => {
                     warn!(deployment_id = %id, error = %e, "build task did not start");
                     let reason = format!("the build task could not start: {e}");
-                    self.apply_state(id, DeploymentState::Failed, Some(&reason), None)
-                        .await?;
+                    match self
+                        .apply_state(id, DeploymentState::Failed, Some(&reason), None)
+                        .await
+                    {
+                        Ok(_) | Err(EventError::Transition(_)) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
         Ok(launched)
+    }
+}
+
+/// A transition the state machine refuses (an event for a deployment that is final
+/// already, say canceled) is logged and ignored; other errors are returned.
+fn ignore_transition(id: Uuid, error: EventError) -> Result<Applied, EventError> {
+    match error {
+        EventError::Transition(e) => {
+            info!(deployment_id = %id, error = %e, "event ignored");
+            Ok(Applied::Unchanged)
+        }
+        e => Err(e),
+    }
+}
+
+impl EventError {
+    /// True when retrying can never help (the event names no deployment, or stored
+    /// data is broken): the event is set aside instead of blocking the partition.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            EventError::UnknownDeployment(_) | EventError::Db(DbError::Corrupt(_))
+        )
     }
 }

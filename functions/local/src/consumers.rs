@@ -27,12 +27,7 @@ pub async fn deployment_events(brokers: String, deployments: Deployments) -> any
         };
         match message.payload().map(serde_json::from_slice::<BuildEvent>) {
             Some(Ok(event)) => {
-                let mut delay = Duration::from_millis(200);
-                while let Err(e) = deployments.handle_event(&event).await {
-                    error!(error = %e, deployment_id = %event.deployment_id, "applying a deployment event failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
+                apply_with_retry(&deployments, &event).await;
             }
             other => warn!(
                 offset = message.offset(),
@@ -42,6 +37,26 @@ pub async fn deployment_events(brokers: String, deployments: Deployments) -> any
         }
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
             warn!(error = %e, "commit failed");
+        }
+    }
+}
+
+/// Applies one event, retrying transient failures with backoff; an event that can
+/// never apply (unknown deployment) is logged and set aside.
+pub async fn apply_with_retry(deployments: &Deployments, event: &BuildEvent) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match deployments.handle_event(event).await {
+            Ok(_) => return,
+            Err(e) if e.is_permanent() => {
+                warn!(error = %e, deployment_id = %event.deployment_id, "deployment event set aside");
+                return;
+            }
+            Err(e) => {
+                error!(error = %e, deployment_id = %event.deployment_id, "applying a deployment event failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
         }
     }
 }

@@ -90,15 +90,21 @@ fn kill_build(running: &Mutex<HashMap<String, u32>>, deployment_id: &str) {
     }
 }
 
-fn remove_cgroups(deployment_id: &str) {
+/// Removes the build's cgroups; true when none is left.
+fn remove_cgroups(deployment_id: &str) -> bool {
+    let mut all_gone = true;
     for dir in [
         format!("/sys/fs/cgroup/pids/deploysphere/{deployment_id}"),
         format!("/sys/fs/cgroup/memory/deploysphere/{deployment_id}"),
         format!("/sys/fs/cgroup/cpu/deploysphere/{deployment_id}"),
         format!("/sys/fs/cgroup/deploysphere/{deployment_id}"),
     ] {
-        let _ = std::fs::remove_dir(dir);
+        let path = std::path::Path::new(&dir);
+        if path.exists() && std::fs::remove_dir(path).is_err() {
+            all_gone = false;
+        }
     }
+    all_gone
 }
 
 #[async_trait::async_trait]
@@ -131,7 +137,13 @@ impl Launcher for LocalLauncher {
         tokio::spawn(async move {
             let status = child.wait().await;
             running.lock().expect("running lock").remove(&id);
-            remove_cgroups(&id);
+            // The sandbox's processes may still be exiting: retry for a few seconds.
+            for _ in 0..50 {
+                if remove_cgroups(&id) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             let reason = match status {
                 Ok(status) if status.success() => return,
                 Ok(status) => {

@@ -336,8 +336,20 @@ async fn run(
         let deployments = deployments.clone();
         tokio::spawn(async move {
             while let Some(event) = stopped_rx.recv().await {
-                if let Err(e) = deployments.handle_event(&event).await {
-                    error!(error = %e, "applying a task-stopped event failed");
+                consumers::apply_with_retry(&deployments, &event).await;
+            }
+        })
+    };
+    // The safety net: schedule what waits, fail builds that went silent.
+    let tick_task = {
+        let deployments = deployments.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                deployments.schedule_best_effort().await;
+                if let Err(e) = deployments.fail_overdue(120).await {
+                    error!(error = %e, "checking for overdue builds failed");
                 }
             }
         })
@@ -414,5 +426,6 @@ async fn run(
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     launcher.kill_all();
     stopped_task.abort();
+    tick_task.abort();
     outcome
 }

@@ -22,6 +22,9 @@ use deploysphere_edge_router::{
 const ROUTE_TTL: Duration = Duration::from_millis(500);
 const BLOB_CACHE_BYTES: usize = 256 * 1024 * 1024;
 const BLOB_CACHE_MAX_FILE: usize = 8 * 1024 * 1024;
+/// Entries kept in the host and manifest caches before they are emptied.
+const MAX_CACHED_ROUTES: usize = 10_000;
+const MAX_CACHED_MANIFESTS: usize = 1_000;
 
 type RouteAnswer = Option<(String, String)>;
 
@@ -71,10 +74,14 @@ impl Sites {
             )
         })?
         .map(|(id, key)| (id.to_string(), key));
-        self.routes
-            .lock()
-            .expect("routes lock")
-            .insert(cache_key, (Instant::now(), answer.clone()));
+        let mut routes = self.routes.lock().expect("routes lock");
+        if routes.len() >= MAX_CACHED_ROUTES {
+            routes.retain(|_, (at, _)| at.elapsed() < ROUTE_TTL);
+            if routes.len() >= MAX_CACHED_ROUTES {
+                routes.clear();
+            }
+        }
+        routes.insert(cache_key, (Instant::now(), answer.clone()));
         Ok(answer)
     }
 
@@ -96,10 +103,11 @@ impl Sites {
             })?
             .ok_or_else(|| plain(StatusCode::NOT_FOUND, "This deployment has no files.\n"))?;
         let manifest = Arc::new(manifest);
-        self.manifests
-            .lock()
-            .expect("manifests lock")
-            .insert(key.to_string(), manifest.clone());
+        let mut manifests = self.manifests.lock().expect("manifests lock");
+        if manifests.len() >= MAX_CACHED_MANIFESTS {
+            manifests.clear();
+        }
+        manifests.insert(key.to_string(), manifest.clone());
         Ok(manifest)
     }
 

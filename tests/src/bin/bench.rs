@@ -115,9 +115,12 @@ async fn main() {
         let deployment = api.deploy(&project_id).await;
         let id = deployment["id"].as_str().unwrap().to_string();
         let done = api
-            .wait_for_every(&id, Duration::from_secs(120), Duration::from_millis(5), |d| {
-                matches!(d["state"].as_str(), Some("READY" | "FAILED" | "CANCELED"))
-            })
+            .wait_for_every(
+                &id,
+                Duration::from_secs(120),
+                Duration::from_millis(5),
+                |d| matches!(d["state"].as_str(), Some("READY" | "FAILED" | "CANCELED")),
+            )
             .await;
         let total = t0.elapsed().as_secs_f64();
         assert_eq!(done["state"], "READY", "{done}");
