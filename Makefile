@@ -19,7 +19,7 @@ dev: build
 
 ## Unit and end-to-end tests against real Postgres, Kafka (tansu), ClickHouse, S3 and bubblewrap.
 test: build
-	cargo test --workspace
+	@scripts/test.sh
 
 lint:
 	cargo fmt --all --check
