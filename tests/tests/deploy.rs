@@ -121,7 +121,10 @@ async fn node_build_runs_sandboxed_without_platform_access_and_masks_secrets() {
     let api = Api::new_account("node").await;
     let repo = Repo::from_fixture("node-build");
     repo.commit("node build");
-    let probes = format!("{},{}", p.postgres_port, p.api_port);
+    let probes = format!(
+        "{},{},169.254.169.254:80,10.0.2.2:{},192.168.0.1:80",
+        p.postgres_port, p.api_port, p.api_port
+    );
     let project = api
         .create_project(json!({
             "name": "node build",
@@ -129,7 +132,7 @@ async fn node_build_runs_sandboxed_without_platform_access_and_masks_secrets() {
             "env": {
                 "GREETING": "hello from env",
                 "LINES": "40",
-                "PROBE_PORTS": probes,
+                "PROBES": probes,
                 "API_KEY": {"value": "s3cr3t-value-123", "secret": true}
             }
         }))
@@ -190,13 +193,24 @@ async fn node_build_runs_sandboxed_without_platform_access_and_masks_secrets() {
     // The secret is masked in every line.
     assert!(text.iter().any(|m| m == "secret-echo=***"), "{text:?}");
     assert!(!text.iter().any(|m| m.contains("s3cr3t-value-123")));
-    // The platform's Postgres and API are out of reach from the sandbox.
-    for port in [p.postgres_port, p.api_port] {
-        let probe = text
+    // The platform's Postgres and API, the host's loopback through slirp's gateway, and
+    // private or link-local networks (cloud metadata) are all out of reach.
+    for probe in probes.split(',') {
+        let line = text
             .iter()
-            .find(|m| m.starts_with(&format!("probe {port} ")))
-            .expect("probe line");
-        assert!(probe.contains("blocked"), "{probe}");
+            .find(|m| m.starts_with(&format!("probe {probe} ")))
+            .unwrap_or_else(|| panic!("no probe line for {probe}: {text:?}"));
+        assert!(line.contains("blocked"), "{line}");
+    }
+    for probe in ["169.254.169.254:80", "192.168.0.1:80"] {
+        let line = text
+            .iter()
+            .find(|m| m.starts_with(&format!("probe {probe} ")))
+            .unwrap();
+        assert!(
+            line.ends_with("EHOSTUNREACH"),
+            "refused by the sandbox's routes, not timed out: {line}"
+        );
     }
 }
 

@@ -226,7 +226,7 @@ impl Sandbox {
     pub fn describe(&self, limits: &Limits) -> String {
         match &self.cgroup {
             Some(cgroup) => format!(
-                "Sandbox: bubblewrap, network via slirp4netns (no host loopback), {} limits: {} MB memory, {:.1} CPUs, {} processes, {} s wall clock",
+                "Sandbox: bubblewrap, network via slirp4netns (public internet only: no host loopback, private or link-local ranges), {} limits: {} MB memory, {:.1} CPUs, {} processes, {} s wall clock",
                 cgroup.describe(),
                 limits.memory_mb,
                 limits.cpu_millis as f64 / 1000.0,
@@ -411,6 +411,9 @@ impl Sandbox {
         // the block fd, or the two race on netlink.
         wait_until_blocked(child_pid, 4).await;
         let mut slirp = start_slirp(child_pid).await?;
+        if self.as_root {
+            restrict_egress(child_pid).await?;
+        }
         // Network is up: let the command run.
         let mut block_write = std::fs::File::from(block_write);
         std::io::Write::write_all(&mut block_write, b"1")?;
@@ -515,6 +518,52 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: both fds were just created and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Address ranges a build may not reach: private networks, link-local (cloud metadata
+/// at 169.254.169.254), carrier-grade NAT, benchmarking, multicast and reserved space.
+/// slirp4netns's own 10.0.2.0/24 stays reachable: its route is more specific.
+pub const BLOCKED_RANGES: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+];
+
+/// Adds `unreachable` routes for [`BLOCKED_RANGES`] in the sandbox's network
+/// namespace, so a build reaches the public internet (package registries) and
+/// nothing on the host's networks.
+async fn restrict_egress(child_pid: i64) -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut ip = Command::new("nsenter")
+        .arg(format!("--net=/proc/{child_pid}/ns/net"))
+        .args(["ip", "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("could not restrict the sandbox network (nsenter/ip): {e}"))?;
+    let script: String = BLOCKED_RANGES
+        .iter()
+        .map(|range| format!("route add unreachable {range}\n"))
+        .collect();
+    if let Some(mut stdin) = ip.stdin.take() {
+        stdin.write_all(script.as_bytes()).await?;
+    }
+    let output = ip.wait_with_output().await?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "could not restrict the sandbox network: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// Waits (at most 5 s) until process `pid` sits in `read(fd, ...)`.
