@@ -105,14 +105,83 @@ impl LogStore {
         after_seq: u64,
         limit: u64,
     ) -> Result<Vec<LogLine>, ClickHouseError> {
-        let rows = self
-            .client
-            .query("SELECT ?fields FROM build_logs FINAL WHERE deployment_id = ? AND seq > ? ORDER BY seq LIMIT ?")
-            .bind(deployment_id)
-            .bind(after_seq)
-            .bind(limit)
-            .fetch_all::<LogRow>()
-            .await?;
+        self.search(&LogQuery {
+            deployment_id: Some(deployment_id.to_string()),
+            after_seq,
+            limit,
+            ..LogQuery::default()
+        })
+        .await
+    }
+
+    /// Lines matching every filter of `query`: in `seq` order for one deployment,
+    /// newest first across a project.
+    pub async fn search(&self, query: &LogQuery) -> Result<Vec<LogLine>, ClickHouseError> {
+        let mut sql = String::from("SELECT ?fields FROM build_logs FINAL WHERE 1");
+        if query.deployment_id.is_some() {
+            sql.push_str(" AND deployment_id = ?");
+        }
+        if query.project_id.is_some() {
+            sql.push_str(" AND project_id = ?");
+        }
+        if query.after_seq > 0 {
+            sql.push_str(" AND seq > ?");
+        }
+        if query.text.is_some() {
+            sql.push_str(" AND positionCaseInsensitiveUTF8(message, ?) > 0");
+        }
+        if query.stream.is_some() {
+            sql.push_str(" AND stream = ?");
+        }
+        if query.since_ms.is_some() {
+            sql.push_str(" AND toUInt64(ts) * 1000 + ts_ms >= ?");
+        }
+        if query.until_ms.is_some() {
+            sql.push_str(" AND toUInt64(ts) * 1000 + ts_ms <= ?");
+        }
+        if query.deployment_id.is_some() {
+            sql.push_str(" ORDER BY seq LIMIT ?");
+        } else {
+            sql.push_str(" ORDER BY ts DESC, ts_ms DESC, deployment_id, seq DESC LIMIT ?");
+        }
+        let mut statement = self.client.query(&sql);
+        if let Some(id) = &query.deployment_id {
+            statement = statement.bind(id.as_str());
+        }
+        if let Some(id) = &query.project_id {
+            statement = statement.bind(id.as_str());
+        }
+        if query.after_seq > 0 {
+            statement = statement.bind(query.after_seq);
+        }
+        if let Some(text) = &query.text {
+            statement = statement.bind(text.as_str());
+        }
+        if let Some(stream) = query.stream {
+            statement = statement.bind(stream.as_str());
+        }
+        if let Some(since) = query.since_ms {
+            statement = statement.bind(since.max(0) as u64);
+        }
+        if let Some(until) = query.until_ms {
+            statement = statement.bind(until.max(0) as u64);
+        }
+        let rows = statement.bind(query.limit).fetch_all::<LogRow>().await?;
         Ok(rows.into_iter().map(LogLine::from).collect())
     }
+}
+
+/// Filters of a log search; `None` means "any".
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub deployment_id: Option<String>,
+    pub project_id: Option<String>,
+    pub after_seq: u64,
+    /// Case-insensitive substring of the message.
+    pub text: Option<String>,
+    pub stream: Option<LogStream>,
+    /// Milliseconds since the epoch, inclusive.
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub limit: u64,
 }

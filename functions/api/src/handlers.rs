@@ -7,8 +7,9 @@ use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use deploysphere_adapters::clickhouse::LogQuery;
 use deploysphere_adapters::pg::{Deployment, Project};
-use deploysphere_core::{BuildSettings, DeploymentState, EnvVar, validate};
+use deploysphere_core::{BuildSettings, DeploymentState, EnvVar, LogStream, validate};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -351,11 +352,75 @@ pub async fn promote(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogsQuery {
     after_seq: Option<u64>,
     limit: Option<u64>,
+    /// Case-insensitive text the message contains.
+    q: Option<String>,
+    stream: Option<String>,
+    /// RFC 3339 time or milliseconds since the epoch, inclusive.
+    since: Option<String>,
+    until: Option<String>,
 }
 
+fn parse_time(field: &str, value: &str) -> ApiResult<i64> {
+    if let Ok(ms) = value.parse::<i64>() {
+        return Ok(ms);
+    }
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "{field}: must be an RFC 3339 time (2026-01-31T12:00:00Z) or milliseconds since the epoch"
+            ))
+        })
+}
+
+/// The filters shared by the deployment and project log routes.
+fn log_filters(query: &LogsQuery) -> ApiResult<LogQuery> {
+    let limit = query.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad_request("limit: must be between 1 and 10000"));
+    }
+    let text = match query.q.as_deref() {
+        None | Some("") => None,
+        Some(q) if q.len() > 500 || q.contains('\0') => {
+            return Err(ApiError::bad_request(
+                "q: must be at most 500 bytes without NUL",
+            ));
+        }
+        Some(q) => Some(q.to_string()),
+    };
+    let stream = match query.stream.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            LogStream::parse(s)
+                .ok_or_else(|| ApiError::bad_request("stream: must be stdout, stderr or system"))?,
+        ),
+    };
+    let since_ms = query
+        .since
+        .as_deref()
+        .map(|v| parse_time("since", v))
+        .transpose()?;
+    let until_ms = query
+        .until
+        .as_deref()
+        .map(|v| parse_time("until", v))
+        .transpose()?;
+    Ok(LogQuery {
+        after_seq: query.after_seq.unwrap_or(0),
+        text,
+        stream,
+        since_ms,
+        until_ms,
+        limit,
+        ..LogQuery::default()
+    })
+}
+
+/// A deployment's log lines in `seq` order, filtered; page with `after_seq`.
 pub async fn deployment_logs(
     State(state): State<AppState>,
     auth: Auth,
@@ -363,20 +428,50 @@ pub async fn deployment_logs(
     query: Result<Query<LogsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = query.limit.unwrap_or(1000);
-    if !(1..=10_000).contains(&limit) {
-        return Err(ApiError::bad_request("limit: must be between 1 and 10000"));
-    }
-    let after_seq = query.after_seq.unwrap_or(0);
+    let mut filters = log_filters(&query)?;
     let deployment = owned_deployment(&state, &auth, &id).await?;
+    filters.deployment_id = Some(deployment.id.to_string());
     let lines = state
         .logs
-        .lines(&deployment.id.to_string(), after_seq, limit)
+        .search(&filters)
         .await
         .map_err(|e| ApiError::unavailable("log store", &e))?;
-    let next_after_seq = lines.last().map_or(after_seq, |line| line.seq);
+    let next_after_seq = lines.last().map_or(filters.after_seq, |line| line.seq);
     let lines: Vec<LogLineView> = lines.into_iter().map(LogLineView::from).collect();
     Ok(Json(
         json!({ "lines": lines, "next_after_seq": next_after_seq }),
     ))
+}
+
+/// Log lines across every deployment of a project, newest first, filtered.
+pub async fn project_logs(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    query: Result<Query<LogsQuery>, QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if query.after_seq.is_some() {
+        return Err(ApiError::bad_request(
+            "after_seq: only applies to one deployment's log (use since/until here)",
+        ));
+    }
+    let mut filters = log_filters(&query)?;
+    let project = owned_project(&state, &auth, &id).await?;
+    filters.project_id = Some(project.id.to_string());
+    let lines = state
+        .logs
+        .search(&filters)
+        .await
+        .map_err(|e| ApiError::unavailable("log store", &e))?;
+    let lines: Vec<Value> = lines
+        .into_iter()
+        .map(|line| {
+            let deployment_id = line.deployment_id.clone();
+            let mut view = serde_json::to_value(LogLineView::from(line)).unwrap_or_default();
+            view["deployment_id"] = Value::String(deployment_id);
+            view
+        })
+        .collect();
+    Ok(Json(json!({ "lines": lines })))
 }

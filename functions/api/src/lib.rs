@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
             post(handlers::create_deployment).get(handlers::list_deployments),
         )
         .route("/v1/projects/{id}/promote", post(handlers::promote))
+        .route("/v1/projects/{id}/logs", get(handlers::project_logs))
         .route("/v1/deployments/{id}", get(handlers::get_deployment))
         .route(
             "/v1/deployments/{id}/cancel",
