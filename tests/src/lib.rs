@@ -18,6 +18,8 @@ pub struct Platform {
     pub api_port: u16,
     pub admin_token: String,
     pub home: PathBuf,
+    pub kafka_brokers: String,
+    pub clickhouse_url: String,
     pub s3: S3Config,
     /// Held open for the life of the test process: the platform stops when it closes.
     _stdin: Mutex<ChildStdin>,
@@ -123,6 +125,14 @@ fn start() -> Platform {
         api_port: ports[0],
         admin_token: info["token"].as_str().expect("token").to_string(),
         home,
+        kafka_brokers: info["kafka_brokers"]
+            .as_str()
+            .expect("kafka_brokers")
+            .to_string(),
+        clickhouse_url: info["clickhouse_url"]
+            .as_str()
+            .expect("clickhouse_url")
+            .to_string(),
         s3,
         _stdin: Mutex::new(stdin),
         _child: Mutex::new(child),

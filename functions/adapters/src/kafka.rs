@@ -9,6 +9,8 @@ use rdkafka::types::RDKafkaErrorCode;
 
 /// Build-log lines, keyed by deployment id (per-deployment order).
 pub const BUILD_LOGS: &str = "build-logs";
+/// Build-log records that can never be inserted, set aside with the reason.
+pub const BUILD_LOGS_DEAD_LETTER: &str = "build-logs-dead-letter";
 /// Build-task reports, keyed by deployment id.
 pub const DEPLOYMENT_EVENTS: &str = "deployment-events";
 
@@ -44,7 +46,7 @@ pub async fn create_topics(brokers: &str, partitions: i32) -> anyhow::Result<()>
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
-    let topics: Vec<NewTopic> = [BUILD_LOGS, DEPLOYMENT_EVENTS]
+    let topics: Vec<NewTopic> = [BUILD_LOGS, DEPLOYMENT_EVENTS, BUILD_LOGS_DEAD_LETTER]
         .iter()
         .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
         .collect();

@@ -7,6 +7,9 @@ use deploysphere_adapters::clickhouse::LogStore;
 use deploysphere_adapters::kafka::{BUILD_LOGS, DEPLOYMENT_EVENTS, consumer_config};
 use deploysphere_core::BuildEvent;
 use deploysphere_events::Deployments;
+use deploysphere_log_ingest::{
+    KafkaDeadLetters, MAX_BATCH_LINES, RawRecord, handle_kafka_event, kafka_event,
+};
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use tracing::{error, warn};
@@ -61,15 +64,18 @@ pub async fn apply_with_retry(deployments: &Deployments, event: &BuildEvent) {
     }
 }
 
-/// Batches `build-logs` (up to 10,000 lines or 1 s) into ClickHouse; offsets are
-/// committed only after ClickHouse accepted the batch; a failed batch is retried.
+/// Batches `build-logs` (up to 10,000 lines or 1 s) into the MSK event shape and hands
+/// it to the same handler the Lambda runs; offsets are committed only after the
+/// handler succeeded (ClickHouse took the lines, dead letters are stored), else the
+/// same batch is retried.
 pub async fn build_logs(brokers: String, store: LogStore) -> anyhow::Result<()> {
     let consumer: StreamConsumer = consumer_config(&brokers, "deploysphere-log-ingest").create()?;
     consumer.subscribe(&[BUILD_LOGS])?;
+    let dead_letters = KafkaDeadLetters::new(&brokers)?;
     loop {
-        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut batch = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-        while batch.len() < 10_000 {
+        while batch.len() < MAX_BATCH_LINES {
             let message = if batch.is_empty() {
                 consumer.recv().await.map(Some)
             } else {
@@ -79,7 +85,14 @@ pub async fn build_logs(brokers: String, store: LogStore) -> anyhow::Result<()> 
                 }
             };
             match message {
-                Ok(Some(message)) => batch.push(message.payload().unwrap_or_default().to_vec()),
+                Ok(Some(m)) => batch.push(RawRecord {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                }),
                 Ok(None) => break,
                 Err(e) => {
                     warn!(error = %e, "build-logs consumer");
@@ -91,22 +104,12 @@ pub async fn build_logs(brokers: String, store: LogStore) -> anyhow::Result<()> 
         if batch.is_empty() {
             continue;
         }
-        let payloads: Vec<&[u8]> = batch.iter().map(Vec::as_slice).collect();
+        let event = kafka_event(&batch);
         let mut delay = Duration::from_millis(200);
-        loop {
-            match deploysphere_log_ingest::ingest(&store, &payloads).await {
-                Ok(report) => {
-                    for (index, reason) in &report.rejected {
-                        warn!(index, reason, "unreadable log record set aside");
-                    }
-                    break;
-                }
-                Err(e) => {
-                    error!(error = %e, lines = payloads.len(), "inserting logs into ClickHouse failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-            }
+        while let Err(e) = handle_kafka_event(&store, &dead_letters, &event).await {
+            error!(error = %e, records = batch.len(), "log ingest failed; retrying the batch");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
         }
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
             warn!(error = %e, "commit failed");

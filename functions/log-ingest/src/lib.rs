@@ -1,30 +1,262 @@
-//! Log ingest: a batch of `build-logs` records -> ClickHouse. Written against raw
-//! record payloads so the local consumer loop and the MSK event handler share it.
+//! Log ingest: a batch of `build-logs` records -> ClickHouse. The handler takes the
+//! MSK event shape (`aws_lambda_events` `KafkaEvent`), so the Lambda on AWS and the
+//! local consumer loop (which builds the same event) run the same code.
+//!
+//! Guarantees: a batch is acknowledged only after ClickHouse accepted every line of
+//! it; replaying a batch is harmless (rows are keyed by (deployment_id, seq) in a
+//! ReplacingMergeTree); a record that can never be inserted is set aside with its
+//! reason and counted, and never blocks the partition.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use deploysphere_adapters::clickhouse::{ClickHouseError, LogStore};
+use deploysphere_adapters::kafka::{BUILD_LOGS_DEAD_LETTER, producer_config};
 use deploysphere_core::LogLine;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// Lines per ClickHouse insert.
+pub const MAX_BATCH_LINES: usize = 10_000;
+
+static SET_ASIDE_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// Records set aside by this process since it started.
+pub fn set_aside_total() -> u64 {
+    SET_ASIDE_TOTAL.load(Ordering::Relaxed)
+}
+
+/// A record that can never become a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub partition: i64,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub reason: String,
+}
+
+/// Where dead letters go. Guarantee: `Ok` means every letter is durably stored.
+#[async_trait::async_trait]
+pub trait DeadLetters: Send + Sync {
+    async fn set_aside(&self, letters: &[DeadLetter]) -> Result<(), String>;
+}
+
+/// Dead letters on the `build-logs-dead-letter` topic, with the reason and origin as
+/// headers.
+pub struct KafkaDeadLetters {
+    producer: FutureProducer,
+}
+
+impl KafkaDeadLetters {
+    pub fn new(brokers: &str) -> Result<Self, rdkafka::error::KafkaError> {
+        Ok(KafkaDeadLetters {
+            producer: producer_config(brokers).create()?,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl DeadLetters for KafkaDeadLetters {
+    async fn set_aside(&self, letters: &[DeadLetter]) -> Result<(), String> {
+        for letter in letters {
+            let origin = format!("{}/{}/{}", letter.topic, letter.partition, letter.offset);
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "reason",
+                    value: Some(letter.reason.as_str()),
+                })
+                .insert(Header {
+                    key: "origin",
+                    value: Some(origin.as_str()),
+                });
+            let mut record = FutureRecord::to(BUILD_LOGS_DEAD_LETTER)
+                .payload(&letter.payload)
+                .headers(headers);
+            if let Some(key) = &letter.key {
+                record = record.key(key);
+            }
+            self.producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| format!("dead-letter topic: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// ClickHouse did not take the batch: retry it whole.
+    #[error("log store: {0}")]
+    Store(#[from] ClickHouseError),
+    /// The dead letters could not be stored: retry the batch.
+    #[error("{0}")]
+    DeadLetters(String),
+}
 
 /// What one batch did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct IngestReport {
     pub inserted: usize,
-    /// Records that can never be inserted (not a log line): index in the batch and why.
-    pub rejected: Vec<(usize, String)>,
+    pub set_aside: usize,
 }
 
-/// Parses and inserts a batch in one ClickHouse insert. Fails only when ClickHouse
-/// does; then nothing of the batch may be acknowledged, and a retry is harmless
-/// because rows are keyed by (deployment_id, seq).
-pub async fn ingest(store: &LogStore, payloads: &[&[u8]]) -> Result<IngestReport, ClickHouseError> {
-    let mut report = IngestReport::default();
-    let mut lines = Vec::with_capacity(payloads.len());
-    for (index, payload) in payloads.iter().enumerate() {
-        match serde_json::from_slice::<LogLine>(payload) {
-            Ok(line) => lines.push(line),
-            Err(e) => report.rejected.push((index, e.to_string())),
+fn decode(record: &KafkaRecord) -> Result<LogLine, String> {
+    let value = record.value.as_deref().ok_or("the record has no value")?;
+    let payload = BASE64
+        .decode(value)
+        .map_err(|e| format!("the value is not base64: {e}"))?;
+    let line: LogLine =
+        serde_json::from_slice(&payload).map_err(|e| format!("not a log line: {e}"))?;
+    if line.seq == 0 || line.deployment_id.is_empty() {
+        return Err("a log line needs a deployment_id and a seq from 1".into());
+    }
+    Ok(line)
+}
+
+fn dead_letter(record: &KafkaRecord, reason: String) -> DeadLetter {
+    let raw = |field: &Option<String>| {
+        field
+            .as_deref()
+            .map(|v| BASE64.decode(v).unwrap_or_else(|_| v.as_bytes().to_vec()))
+    };
+    DeadLetter {
+        topic: record.topic.clone().unwrap_or_default(),
+        partition: record.partition,
+        offset: record.offset,
+        key: raw(&record.key),
+        payload: raw(&record.value).unwrap_or_default(),
+        reason,
+    }
+}
+
+/// Handles one MSK event: inserts its lines (in order, in batches of up to
+/// [`MAX_BATCH_LINES`]) and sets aside what is not a log line. An error means nothing
+/// of the event may be acknowledged; retrying it is safe.
+pub async fn handle_kafka_event(
+    store: &LogStore,
+    dead_letters: &dyn DeadLetters,
+    event: &KafkaEvent,
+) -> Result<IngestReport, IngestError> {
+    let mut lines = Vec::new();
+    let mut letters = Vec::new();
+    let mut partitions: Vec<&String> = event.records.keys().collect();
+    partitions.sort();
+    for partition in partitions {
+        for record in &event.records[partition] {
+            match decode(record) {
+                Ok(line) => lines.push(line),
+                Err(reason) => letters.push(dead_letter(record, reason)),
+            }
         }
     }
-    store.insert(&lines).await?;
-    report.inserted = lines.len();
-    Ok(report)
+    for chunk in lines.chunks(MAX_BATCH_LINES) {
+        store.insert(chunk).await?;
+    }
+    if !letters.is_empty() {
+        dead_letters
+            .set_aside(&letters)
+            .await
+            .map_err(IngestError::DeadLetters)?;
+        SET_ASIDE_TOTAL.fetch_add(letters.len() as u64, Ordering::Relaxed);
+        for letter in &letters {
+            tracing::warn!(
+                topic = %letter.topic,
+                partition = letter.partition,
+                offset = letter.offset,
+                reason = %letter.reason,
+                total = set_aside_total(),
+                "log record set aside"
+            );
+        }
+    }
+    Ok(IngestReport {
+        inserted: lines.len(),
+        set_aside: letters.len(),
+    })
+}
+
+/// A record as a local Kafka consumer reads it.
+#[derive(Debug, Clone, Default)]
+pub struct RawRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// The MSK event for records read by a local consumer: what the event source mapping
+/// would hand the Lambda (records grouped by `topic-partition`, base64 key and value).
+pub fn kafka_event(records: &[RawRecord]) -> KafkaEvent {
+    let mut grouped: std::collections::BTreeMap<String, Vec<serde_json::Value>> =
+        Default::default();
+    for record in records {
+        grouped
+            .entry(format!("{}-{}", record.topic, record.partition))
+            .or_default()
+            .push(serde_json::json!({
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "timestamp": record.timestamp_ms,
+                "timestampType": "CREATE_TIME",
+                "key": record.key.as_ref().map(|k| BASE64.encode(k)),
+                "value": record.value.as_ref().map(|v| BASE64.encode(v)),
+                "headers": [],
+            }));
+    }
+    let event = serde_json::json!({
+        "eventSource": "aws:kafka",
+        "eventSourceArn": "local:deploysphere",
+        "records": grouped,
+    });
+    serde_json::from_value(event).expect("the MSK event shape")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real MSK event as the event source mapping delivers it (fixture JSON).
+    const FIXTURE: &str = include_str!("../../../tests/fixtures/events/msk-build-logs.json");
+
+    #[test]
+    fn decodes_the_msk_event_fixture() {
+        let event: KafkaEvent = serde_json::from_str(FIXTURE).unwrap();
+        let records = &event.records["build-logs-0"];
+        assert_eq!(records.len(), 3);
+        let line = decode(&records[0]).unwrap();
+        assert_eq!(line.seq, 1);
+        assert_eq!(
+            line.message,
+            "Cloning https://github.com/acme/site.git (main)"
+        );
+        assert!(decode(&records[2]).unwrap_err().contains("not a log line"));
+        let letter = dead_letter(&records[2], "x".into());
+        assert_eq!((letter.partition, letter.offset), (0, 42));
+        assert_eq!(letter.payload, b"this is not json");
+    }
+
+    #[test]
+    fn local_records_make_the_same_event_shape() {
+        let event = kafka_event(&[RawRecord {
+            topic: "build-logs".into(),
+            offset: 7,
+            timestamp_ms: 1_700_000_000_000,
+            key: Some(b"d1".to_vec()),
+            value: Some(b"{}".to_vec()),
+            ..RawRecord::default()
+        }]);
+        let record = &event.records["build-logs-0"][0];
+        assert_eq!(record.offset, 7);
+        assert_eq!(record.value.as_deref(), Some("e30="));
+        assert_eq!(event.event_source.as_deref(), Some("aws:kafka"));
+    }
 }
