@@ -639,3 +639,106 @@ async fn an_output_folder_replaced_by_a_link_out_of_the_repository_fails_the_bui
             .unwrap()
     );
 }
+
+#[tokio::test]
+async fn builds_hit_their_process_and_memory_limits() {
+    let api = Api::new_account("limits").await;
+    let repo = Repo::from_fixture("");
+    repo.write("index.html", "<h1>x</h1>");
+    repo.commit("limits");
+
+    // More processes than the build's cgroup allows (512): forking fails.
+    let forks = api
+        .create_project(json!({
+            "name": "fork bomb",
+            "git_url": repo.url(),
+            "build": {"build_command": "i=0; while [ $i -lt 700 ]; do sleep 30 & i=$((i+1)); done; echo started-all"}
+        }))
+        .await;
+    let forks_deployment = api.deploy(forks["id"].as_str().unwrap()).await;
+
+    // More memory than the build's cgroup allows (2048 MB): the command is killed.
+    let hog = api
+        .create_project(json!({
+            "name": "memory hog",
+            "git_url": repo.url(),
+            "build": {"build_command": "node -e 'const a = []; for (;;) a.push(Buffer.alloc(64 << 20, 1))'"}
+        }))
+        .await;
+    let hog_deployment = api.deploy(hog["id"].as_str().unwrap()).await;
+
+    let done = api
+        .wait_final(forks_deployment["id"].as_str().unwrap())
+        .await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    let lines = api
+        .logs_containing(forks_deployment["id"].as_str().unwrap(), "Build failed")
+        .await;
+    assert!(!messages(&lines).iter().any(|m| m == "started-all"));
+    assert!(
+        messages(&lines).iter().any(|m| m.contains("fork")),
+        "{:?}",
+        messages(&lines)
+    );
+
+    let done = api.wait_final(hog_deployment["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    let error = done["error"].as_str().unwrap();
+    assert!(
+        error.contains("ran out of memory") && error.contains("2048 MB"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_redeploy_of_the_same_content_uploads_no_blob_again() {
+    let api = Api::new_account("dedup").await;
+    let repo = Repo::from_fixture("static-site");
+    repo.commit("v1");
+    let project = api
+        .create_project(json!({"name": "dedup site", "git_url": repo.url()}))
+        .await;
+    let pid = project["id"].as_str().unwrap();
+    let first = api.deploy(pid).await;
+    assert_eq!(
+        api.wait_final(first["id"].as_str().unwrap()).await["state"],
+        "READY"
+    );
+    let store = object_store();
+    let manifest = store
+        .get_manifest(&format!("manifests/{}.json", first["id"].as_str().unwrap()))
+        .await
+        .unwrap()
+        .expect("manifest");
+    let mut before = Vec::new();
+    for entry in manifest.files.values() {
+        before.push(
+            store
+                .last_modified(&format!("blobs/{}", entry.blob))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = api.deploy(pid).await;
+    assert_eq!(
+        api.wait_final(second["id"].as_str().unwrap()).await["state"],
+        "READY"
+    );
+    let again = store
+        .get_manifest(&format!(
+            "manifests/{}.json",
+            second["id"].as_str().unwrap()
+        ))
+        .await
+        .unwrap()
+        .expect("manifest");
+    assert_eq!(again.files, manifest.files, "same paths, blobs, types");
+    for (entry, then) in manifest.files.values().zip(before) {
+        let now = store
+            .last_modified(&format!("blobs/{}", entry.blob))
+            .await
+            .unwrap();
+        assert_eq!(now, then, "blob {} was uploaded again", entry.blob);
+    }
+}

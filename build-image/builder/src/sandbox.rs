@@ -26,6 +26,8 @@ pub enum Exit {
     Code(i32),
     Signal(i32),
     TimedOut,
+    /// The kernel killed a process of the build at the memory limit (in MB).
+    OutOfMemory(u64),
 }
 
 impl std::fmt::Display for Exit {
@@ -35,6 +37,10 @@ impl std::fmt::Display for Exit {
             Exit::Signal(9) => write!(f, "was killed (SIGKILL: out of memory or over a limit)"),
             Exit::Signal(signal) => write!(f, "was killed by signal {signal}"),
             Exit::TimedOut => write!(f, "ran past the build's time limit and was stopped"),
+            Exit::OutOfMemory(mb) => write!(
+                f,
+                "ran out of memory: a process was killed at the build's {mb} MB limit"
+            ),
         }
     }
 }
@@ -128,6 +134,24 @@ impl Cgroup {
         }
     }
 
+    /// How many processes the kernel killed in this cgroup for lack of memory.
+    fn oom_kills(&self) -> u64 {
+        let (file, key) = match self {
+            Cgroup::V1(dirs) => {
+                match dirs.iter().find(|d| d.starts_with("/sys/fs/cgroup/memory")) {
+                    Some(dir) => (dir.join("memory.oom_control"), "oom_kill"),
+                    None => return 0,
+                }
+            }
+            Cgroup::V2(dir) => (dir.join("memory.events"), "oom_kill"),
+        };
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|line| line.strip_prefix(key).and_then(|n| n.trim().parse().ok()))
+            .unwrap_or(0)
+    }
+
     fn describe(&self) -> &'static str {
         match self {
             Cgroup::V1(_) => "cgroup v1",
@@ -189,6 +213,7 @@ fn data_files() -> Vec<(&'static str, String)> {
 
 /// A sandbox for one build's user commands.
 pub struct Sandbox {
+    memory_mb: u64,
     checkout: PathBuf,
     env: Vec<(String, String)>,
     cgroup: Option<Cgroup>,
@@ -215,6 +240,7 @@ impl Sandbox {
             None
         };
         Ok(Sandbox {
+            memory_mb: limits.memory_mb,
             checkout: checkout.to_path_buf(),
             env,
             cgroup,
@@ -444,8 +470,12 @@ impl Sandbox {
             }
         };
         let command_time = command_started.elapsed();
+        let mut exit = exit;
         if let Some(cgroup) = &self.cgroup {
             cgroup.kill_all();
+            if exit != Exit::Code(0) && cgroup.oom_kills() > 0 {
+                exit = Exit::OutOfMemory(self.memory_mb);
+            }
         }
         let _ = slirp.kill().await;
         for pump in [stdout, stderr].into_iter().flatten() {

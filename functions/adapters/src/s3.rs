@@ -99,6 +99,22 @@ impl ObjectStore {
         }
     }
 
+    /// When an object was last written (seconds since the epoch); `None` if absent.
+    pub async fn last_modified(&self, key: &str) -> Result<Option<i64>, StoreError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(head.last_modified().map(|t| t.secs())),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+            Err(e) => Err(StoreError::Service(format!("head {key}: {e:?}"))),
+        }
+    }
+
     pub async fn blob_exists(&self, sha256_hex: &str) -> Result<bool, StoreError> {
         self.exists(&blob_key(sha256_hex)).await
     }
