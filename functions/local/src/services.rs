@@ -59,6 +59,16 @@ fn spawn(
         .stderr(file)
         .kill_on_drop(true)
         .process_group(0);
+    // If the platform dies without stopping its servers, they stop too.
+    // SAFETY: prctl(2) is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, stop_signal as libc::c_ulong) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let program = command.as_std().get_program().to_string_lossy().to_string();
     let child = command.spawn().with_context(|| {
         format!(
@@ -150,6 +160,8 @@ fn as_postgres(program: &Path) -> Command {
                 "--reuid=postgres",
                 "--regid=postgres",
                 "--init-groups",
+                // A change of user clears the parent-death signal: set it again after.
+                "--pdeathsig=INT",
                 "--",
             ])
             .arg(program);
