@@ -489,6 +489,21 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Panics, with the first offending `seq`, unless the lines are numbered 1, 2, 3...
+/// (gapless, each once, in order).
+pub fn assert_gapless(lines: &[Value]) {
+    for (index, line) in lines.iter().enumerate() {
+        let seq = line["seq"].as_u64().unwrap_or(0);
+        assert_eq!(
+            seq,
+            index as u64 + 1,
+            "line {} of {} has seq {seq}: lines are missing, repeated or out of order",
+            index + 1,
+            lines.len()
+        );
+    }
+}
+
 /// Messages of log lines, in order.
 pub fn messages(lines: &[Value]) -> Vec<String> {
     lines

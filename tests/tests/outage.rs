@@ -77,12 +77,7 @@ async fn every_line_reaches_clickhouse_exactly_once_across_a_clickhouse_outage()
     let done = api.wait_final(id).await;
     assert_eq!(done["state"], "READY", "{done}");
     let lines = api.logs_containing(id, "Deployed").await;
-    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
-    assert_eq!(
-        seqs,
-        (1..=seqs.len() as u64).collect::<Vec<_>>(),
-        "gapless, each once, in order"
-    );
+    assert_gapless(&lines);
     let slow: Vec<String> = messages(&lines)
         .into_iter()
         .filter(|m| m.starts_with("slow line "))

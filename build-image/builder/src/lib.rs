@@ -41,17 +41,19 @@ pub async fn run(spec: &BuildSpec, config: &BuilderConfig) -> anyhow::Result<boo
         .map(|v| v.value.clone())
         .collect();
     secrets.extend(url_credentials(&spec.git_url));
+    let work = config.work_dir.join(&spec.deployment_id);
+    std::fs::create_dir_all(&work)?;
     let mut reporter = Reporter::new(
         &config.kafka_brokers,
         &spec.deployment_id,
         &spec.project_id,
         secrets,
+        &work,
     )?;
     reporter.event(BuildEventKind::Started).await?;
-    let work = config.work_dir.join(&spec.deployment_id);
     let started = Instant::now();
     let outcome = build(spec, config, &work, &mut reporter).await;
-    let _ = std::fs::remove_dir_all(&work);
+    let _ = std::fs::remove_dir_all(work.join("src"));
     let succeeded = outcome.is_ok();
     let final_event = match outcome {
         Ok(stats) => {
@@ -77,6 +79,7 @@ pub async fn run(spec: &BuildSpec, config: &BuilderConfig) -> anyhow::Result<boo
         }
     };
     let undelivered = reporter.finish().await;
+    let _ = std::fs::remove_dir_all(&work);
     if undelivered > 0 {
         eprintln!(
             "[builder] {undelivered} of {} log lines could not be delivered",

@@ -1,7 +1,13 @@
 //! What a build tells the world: log lines on `build-logs` (gapless `seq` from 1,
 //! secrets masked) and state reports on `deployment-events`.
 
+use std::collections::VecDeque;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use futures::FutureExt;
+use rdkafka::producer::Producer;
 
 use deploysphere_adapters::kafka::{BUILD_LOGS, DEPLOYMENT_EVENTS, producer_config};
 use deploysphere_adapters::now_ms;
@@ -10,13 +16,29 @@ use deploysphere_core::{BuildEvent, BuildEventKind, LogLine, LogStream};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
+/// How long the end of a build waits for the log pipeline before it reports what
+/// could not be delivered.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a state report may wait for the broker.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Delivery reports tracked at once; past this, older ones are only counted at the end.
+const MAX_TRACKED: usize = 200_000;
+
 pub struct Reporter {
     producer: FutureProducer,
     deployment_id: String,
     project_id: String,
     secrets: Vec<String>,
     next_seq: u64,
-    pending: Vec<DeliveryFuture>,
+    /// Delivery reports of queued lines, oldest first.
+    pending: VecDeque<DeliveryFuture>,
+    /// Lines the broker refused for good.
+    failed: u64,
+    /// Lines that did not fit the producer's bounded in-memory queue, kept on disk
+    /// (one JSON line each) until the end of the build.
+    spool_path: PathBuf,
+    spool: Option<std::io::BufWriter<std::fs::File>>,
+    spooled: u64,
     /// Bytes of user output logged so far, and lines dropped past the limit.
     output_bytes: u64,
     dropped: u64,
@@ -27,14 +49,20 @@ pub struct Reporter {
 pub const MAX_OUTPUT_BYTES: u64 = 256 * 1024 * 1024;
 
 impl Reporter {
+    /// A reporter whose overflow goes to a spool file in `work_dir`.
     pub fn new(
         brokers: &str,
         deployment_id: &str,
         project_id: &str,
         secrets: Vec<String>,
+        work_dir: &Path,
     ) -> anyhow::Result<Self> {
         let producer: FutureProducer = producer_config(brokers)
-            .set("queue.buffering.max.messages", "1000000")
+            // A broker that is down delays lines, it does not lose them: no message
+            // timeout, a bounded queue (64 MB) and a disk spool past it.
+            .set("message.timeout.ms", "0")
+            .set("queue.buffering.max.kbytes", "65536")
+            .set("queue.buffering.max.messages", "200000")
             .create()?;
         Ok(Reporter {
             producer,
@@ -42,7 +70,11 @@ impl Reporter {
             project_id: project_id.to_string(),
             secrets,
             next_seq: 1,
-            pending: Vec::new(),
+            pending: VecDeque::new(),
+            failed: 0,
+            spool_path: work_dir.join("log-spool.jsonl"),
+            spool: None,
+            spooled: 0,
             output_bytes: 0,
             dropped: 0,
         })
@@ -90,42 +122,72 @@ impl Reporter {
             eprintln!("[builder] {}", line.message);
         }
         let payload = serde_json::to_vec(&line).unwrap_or_default();
-        loop {
-            let record = FutureRecord::to(BUILD_LOGS)
-                .key(&self.deployment_id)
-                .payload(&payload);
-            match self.producer.send_result(record) {
-                Ok(delivery) => {
-                    self.pending.push(delivery);
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err((e, _)) => {
-                    eprintln!("[builder] log line {} not queued: {e}", line.seq);
-                    break;
+        if self.spooled > 0 || !self.enqueue(&payload) {
+            // Once spilling, keep spilling: the spool is sent in order at the end.
+            self.spill(&payload);
+        }
+        self.reap();
+    }
+
+    /// Hands a line to the producer; false when its queue is full.
+    fn enqueue(&mut self, payload: &[u8]) -> bool {
+        let record = FutureRecord::to(BUILD_LOGS)
+            .key(&self.deployment_id)
+            .payload(payload);
+        match self.producer.send_result(record) {
+            Ok(delivery) => {
+                self.pending.push_back(delivery);
+                true
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => false,
+            Err((e, _)) => {
+                eprintln!("[builder] a log line was refused: {e}");
+                self.failed += 1;
+                true
+            }
+        }
+    }
+
+    fn spill(&mut self, payload: &[u8]) {
+        if self.spool.is_none() {
+            match std::fs::File::create(&self.spool_path) {
+                Ok(file) => self.spool = Some(std::io::BufWriter::new(file)),
+                Err(e) => {
+                    eprintln!("[builder] cannot spool log lines: {e}");
+                    self.failed += 1;
+                    return;
                 }
             }
         }
-        if self.pending.len() >= 10_000 {
-            self.settle().await;
+        let written = self.spool.as_mut().map(|spool| {
+            spool
+                .write_all(payload)
+                .and_then(|()| spool.write_all(b"\n"))
+        });
+        match written {
+            Some(Ok(())) => self.spooled += 1,
+            _ => self.failed += 1,
+        }
+    }
+
+    /// Takes the delivery reports that are in, without waiting.
+    fn reap(&mut self) {
+        while let Some(front) = self.pending.front_mut() {
+            match front.now_or_never() {
+                Some(Ok(Ok(_))) => {}
+                Some(_) => self.failed += 1,
+                None => break,
+            }
+            self.pending.pop_front();
+        }
+        while self.pending.len() > MAX_TRACKED {
+            // Still queued in the producer: counted by `in_flight_count` at the end.
+            self.pending.pop_front();
         }
     }
 
     pub async fn system(&mut self, message: impl AsRef<str>) {
         self.line(LogStream::System, message.as_ref()).await;
-    }
-
-    /// Waits for queued lines; returns how many could not be delivered.
-    async fn settle(&mut self) -> u64 {
-        let mut failed = 0;
-        for delivery in self.pending.drain(..) {
-            if !matches!(delivery.await, Ok(Ok(_))) {
-                failed += 1;
-            }
-        }
-        failed
     }
 
     /// Sends a state report and waits until the broker has it.
@@ -139,14 +201,25 @@ impl Reporter {
         let record = FutureRecord::to(DEPLOYMENT_EVENTS)
             .key(&self.deployment_id)
             .payload(&payload);
-        self.producer
-            .send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| anyhow::anyhow!("could not report {:?}: {e}", event.kind))?;
-        Ok(())
+        // No message timeout: the producer retries until the broker takes it.
+        match tokio::time::timeout(
+            EVENT_TIMEOUT,
+            self.producer.send(record, Duration::from_secs(30)),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => anyhow::bail!("could not report {:?}: {e}", event.kind),
+            Err(_) => anyhow::bail!(
+                "could not report {:?}: the broker was unreachable for {} s",
+                event.kind,
+                EVENT_TIMEOUT.as_secs()
+            ),
+        }
     }
 
-    /// Delivers every queued line. Returns how many lines could not be delivered.
+    /// Sends the spooled lines, then waits (at most [`FLUSH_TIMEOUT`]) until the broker
+    /// has every line. Returns how many lines could not be delivered.
     pub async fn finish(&mut self) -> u64 {
         if self.dropped > 0 {
             let notice = format!(
@@ -155,6 +228,38 @@ impl Reporter {
             );
             self.line(LogStream::System, &notice).await;
         }
-        self.settle().await
+        let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
+        let mut unsent = 0;
+        if let Some(mut spool) = self.spool.take() {
+            let _ = spool.flush();
+            drop(spool);
+            let spooled = std::mem::take(&mut self.spooled);
+            let mut sent = 0;
+            if let Ok(file) = std::fs::File::open(&self.spool_path) {
+                for payload in std::io::BufReader::new(file)
+                    .split(b'\n')
+                    .map_while(Result::ok)
+                {
+                    while !self.enqueue(&payload) {
+                        if tokio::time::Instant::now() > deadline {
+                            break;
+                        }
+                        self.reap();
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    if tokio::time::Instant::now() > deadline {
+                        break;
+                    }
+                    sent += 1;
+                }
+            }
+            unsent = spooled - sent;
+            let _ = std::fs::remove_file(&self.spool_path);
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let producer = self.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(remaining)).await;
+        self.reap();
+        unsent + self.failed + self.producer.in_flight_count().max(0) as u64
     }
 }
