@@ -4,7 +4,7 @@
 set -uo pipefail
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --all-targets "$@" 2>&1 | tee "$log"
+cargo test --workspace --all-targets --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 summary=$(awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed", passed, failed }' "$log")
 echo

@@ -186,9 +186,13 @@ async fn node_build_runs_sandboxed_without_platform_access_and_masks_secrets() {
     }
     assert!(env_line.contains("GREETING") && env_line.contains("API_KEY"));
     assert!(text.iter().any(|m| m == "open-fds=0,1,2,3"), "{text:?}");
+    let userns = text
+        .iter()
+        .find(|m| m.starts_with("nested-userns="))
+        .expect("userns probe");
     assert!(
-        text.iter().any(|m| m == "nested-userns=blocked"),
-        "{text:?}"
+        userns.starts_with("nested-userns=blocked") && userns.contains("unshare failed"),
+        "{userns}"
     );
     // The secret is masked in every line.
     assert!(text.iter().any(|m| m == "secret-echo=***"), "{text:?}");
@@ -694,6 +698,12 @@ async fn builds_hit_their_process_and_memory_limits() {
 async fn a_redeploy_of_the_same_content_uploads_no_blob_again() {
     let api = Api::new_account("dedup").await;
     let repo = Repo::from_fixture("static-site");
+    // Content no other test deploys, so no concurrent build uploads these blobs.
+    let unique = uuid::Uuid::new_v4();
+    for file in ["index.html", "about.html", "css/site.css", "logo.svg"] {
+        let text = std::fs::read_to_string(repo.path().join(file)).unwrap();
+        repo.write(file, &format!("{text}<!-- {unique} -->\n"));
+    }
     repo.commit("v1");
     let project = api
         .create_project(json!({"name": "dedup site", "git_url": repo.url()}))

@@ -250,9 +250,17 @@ impl Sandbox {
 
     /// A line for the build log saying which limits are enforced.
     pub fn describe(&self, limits: &Limits) -> String {
+        if !self.as_root {
+            return format!(
+                "Sandbox: bubblewrap as this user, network via slirp4netns without host loopback; \
+                 NOT enforced without root: other uid, private-range blocking, cgroup limits \
+                 (only the {} s wall clock applies)",
+                limits.timeout_seconds
+            );
+        }
         match &self.cgroup {
             Some(cgroup) => format!(
-                "Sandbox: bubblewrap, network via slirp4netns (public internet only: no host loopback, private or link-local ranges), {} limits: {} MB memory, {:.1} CPUs, {} processes, {} s wall clock",
+                "Sandbox: bubblewrap as uid {SANDBOX_UID}, network via slirp4netns (public internet only: no host loopback, private or link-local ranges), {} limits: {} MB memory, {:.1} CPUs, {} processes, {} s wall clock",
                 cgroup.describe(),
                 limits.memory_mb,
                 limits.cpu_millis as f64 / 1000.0,
@@ -260,7 +268,7 @@ impl Sandbox {
                 limits.timeout_seconds
             ),
             None => format!(
-                "Sandbox: bubblewrap, network via slirp4netns (no host loopback); no cgroup controllers are writable here, so only the {} s wall-clock limit applies",
+                "Sandbox: bubblewrap as uid {SANDBOX_UID}, network via slirp4netns (public internet only); no cgroup controllers are writable here, so only the {} s wall-clock limit applies",
                 limits.timeout_seconds
             ),
         }
@@ -365,6 +373,7 @@ impl Sandbox {
             drop(write);
             data_pipes.push(read);
         }
+        let oom_kills_before = self.cgroup.as_ref().map_or(0, Cgroup::oom_kills);
         let mut args = self.bwrap_args(workdir);
         args.extend(["/bin/sh".into(), "-c".into(), command.into()]);
 
@@ -435,7 +444,11 @@ impl Sandbox {
         // bwrap reports the child before the child has set up its namespaces (loopback
         // included): slirp4netns may only touch the network once the child waits on
         // the block fd, or the two race on netlink.
-        wait_until_blocked(child_pid, 4).await;
+        if !wait_until_blocked(child_pid, 4).await {
+            eprintln!(
+                "[builder] the sandbox was not seen waiting for its network; starting it anyway"
+            );
+        }
         let mut slirp = start_slirp(child_pid).await?;
         if self.as_root {
             restrict_egress(child_pid).await?;
@@ -473,7 +486,8 @@ impl Sandbox {
         let mut exit = exit;
         if let Some(cgroup) = &self.cgroup {
             cgroup.kill_all();
-            if exit != Exit::Code(0) && cgroup.oom_kills() > 0 {
+            let failed = !matches!(exit, Exit::Code(0) | Exit::TimedOut);
+            if failed && cgroup.oom_kills() > oom_kills_before {
                 exit = Exit::OutOfMemory(self.memory_mb);
             }
         }
@@ -507,6 +521,16 @@ impl Drop for Sandbox {
 /// into the sandbox.
 fn pass_fds(cmd: &mut Command, fds: Vec<i32>) {
     assert!(fds.len() <= 16, "at most 16 fds");
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let max_fd = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(65_536) as libc::c_int
+    } else {
+        4096
+    };
     // SAFETY: only fcntl(2), dup2(2) and close_range(2), which are async-signal-safe,
     // run between fork and exec; the fd list was built before the fork.
     unsafe {
@@ -533,7 +557,11 @@ fn pass_fds(cmd: &mut Command, fds: Vec<i32>) {
                 CLOSE_RANGE_CLOEXEC,
             ) < 0
             {
-                return Err(std::io::Error::last_os_error());
+                // Before Linux 5.11 (or under a seccomp profile that refuses it): mark
+                // each possible fd one by one.
+                for fd in first as libc::c_int..max_fd {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
             }
             Ok(())
         });
@@ -596,18 +624,20 @@ async fn restrict_egress(child_pid: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits (at most 5 s) until process `pid` sits in `read(fd, ...)`.
-async fn wait_until_blocked(pid: i64, fd: i32) {
+/// Waits (at most 5 s) until process `pid` sits in `read(fd, ...)`; false when it
+/// could not be seen there.
+async fn wait_until_blocked(pid: i64, fd: i32) -> bool {
     let expected = format!("{} 0x{fd:x} ", libc::SYS_read);
     let path = format!("/proc/{pid}/syscall");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while std::time::Instant::now() < deadline {
         match std::fs::read_to_string(&path) {
-            Ok(state) if state.starts_with(&expected) => return,
+            Ok(state) if state.starts_with(&expected) => return true,
             Ok(_) => tokio::time::sleep(Duration::from_millis(2)).await,
-            Err(_) => return,
+            Err(_) => return false,
         }
     }
+    false
 }
 
 /// Starts slirp4netns on the sandbox's network namespace and waits until it is ready.
@@ -654,9 +684,9 @@ async fn start_slirp(child_pid: i64) -> anyhow::Result<Child> {
     }
 }
 
-/// Forwards each line of a child's output. A line is cut at
+/// Forwards each line of a child's output. A line is cut a little past
 /// [`MAX_MESSAGE_BYTES`](deploysphere_core::logs::MAX_MESSAGE_BYTES) while it is read,
-/// so no output, however long its lines, makes the builder hold more than that.
+/// so no output, however long its lines, makes the builder hold much more than that.
 fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
     reader: R,
     stream: LogStream,
@@ -664,6 +694,10 @@ fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
 ) -> tokio::task::JoinHandle<()> {
     use deploysphere_core::logs::MAX_MESSAGE_BYTES;
     use tokio::io::AsyncBufReadExt;
+    // Keep more than a log line holds: secrets are masked on the whole kept text
+    // before it is cut to MAX_MESSAGE_BYTES, so a secret near the cut never leaks in
+    // part (env values are at most 32 KiB).
+    const KEEP: usize = MAX_MESSAGE_BYTES + 48 * 1024;
     tokio::spawn(async move {
         let mut reader = BufReader::with_capacity(64 * 1024, reader);
         let mut line: Vec<u8> = Vec::new();
@@ -673,7 +707,7 @@ fn pump<R: tokio::io::AsyncRead + Unpin + Send + 'static>(
                 Ok(chunk) if !chunk.is_empty() => {
                     let newline = chunk.iter().position(|b| *b == b'\n');
                     let part = &chunk[..newline.unwrap_or(chunk.len())];
-                    let room = MAX_MESSAGE_BYTES.saturating_sub(line.len());
+                    let room = KEEP.saturating_sub(line.len());
                     line.extend_from_slice(&part[..part.len().min(room)]);
                     cut += part.len().saturating_sub(room);
                     (

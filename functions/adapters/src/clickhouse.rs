@@ -121,8 +121,17 @@ impl LogStore {
         if query.deployment_id.is_some() {
             sql.push_str(" AND deployment_id = ?");
         }
-        if query.project_id.is_some() {
-            sql.push_str(" AND project_id = ?");
+        if let Some(ids) = &query.deployment_ids {
+            // Uuids only (checked below): safe to inline, and the primary key serves IN.
+            let list: Vec<String> = ids
+                .iter()
+                .filter(|id| id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+                .map(|id| format!("'{id}'"))
+                .collect();
+            if list.is_empty() {
+                return Ok(Vec::new());
+            }
+            sql.push_str(&format!(" AND deployment_id IN ({})", list.join(",")));
         }
         if query.after_seq > 0 {
             sql.push_str(" AND seq > ?");
@@ -146,9 +155,6 @@ impl LogStore {
         }
         let mut statement = self.client.query(&sql);
         if let Some(id) = &query.deployment_id {
-            statement = statement.bind(id.as_str());
-        }
-        if let Some(id) = &query.project_id {
             statement = statement.bind(id.as_str());
         }
         if query.after_seq > 0 {
@@ -175,7 +181,8 @@ impl LogStore {
 #[derive(Debug, Clone, Default)]
 pub struct LogQuery {
     pub deployment_id: Option<String>,
-    pub project_id: Option<String>,
+    /// Any of these deployments (a project's), served by the primary key.
+    pub deployment_ids: Option<Vec<String>>,
     pub after_seq: u64,
     /// Case-insensitive substring of the message.
     pub text: Option<String>,

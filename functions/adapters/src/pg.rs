@@ -388,6 +388,18 @@ impl Db {
         rows.iter().map(deployment_from_row).collect()
     }
 
+    /// Ids of a project's most recent deployments, newest first.
+    pub async fn deployment_ids(&self, project_id: Uuid, limit: i64) -> DbResult<Vec<Uuid>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT id FROM deployments WHERE project_id = $1 ORDER BY created_at DESC LIMIT $2",
+                &[&project_id, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
     /// Compare-and-set of a deployment's state, recording the time of the change and the
     /// fields that come with it. A move to READY also makes the deployment production
     /// unless a deployment created later already is, in the same transaction, so a

@@ -458,7 +458,8 @@ pub async fn project_logs(
     }
     let mut filters = log_filters(&query)?;
     let project = owned_project(&state, &auth, &id).await?;
-    filters.project_id = Some(project.id.to_string());
+    let ids = state.db.deployment_ids(project.id, 500).await?;
+    filters.deployment_ids = Some(ids.iter().map(Uuid::to_string).collect());
     let lines = state
         .logs
         .search(&filters)

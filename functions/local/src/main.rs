@@ -356,7 +356,7 @@ async fn run(
             loop {
                 tick.tick().await;
                 deployments.schedule_best_effort().await;
-                if let Err(e) = deployments.fail_overdue(120).await {
+                if let Err(e) = deployments.fail_overdue(1800).await {
                     error!(error = %e, "checking for overdue builds failed");
                 }
             }
