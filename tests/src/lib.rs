@@ -20,6 +20,7 @@ pub struct Platform {
     pub home: PathBuf,
     pub kafka_brokers: String,
     pub clickhouse_url: String,
+    pub redis_url: String,
     pub s3: S3Config,
     /// Held open for the life of the test process: the platform stops when it closes.
     _stdin: Mutex<ChildStdin>,
@@ -129,6 +130,7 @@ fn start() -> Platform {
             .as_str()
             .expect("kafka_brokers")
             .to_string(),
+        redis_url: info["redis_url"].as_str().expect("redis_url").to_string(),
         clickhouse_url: info["clickhouse_url"]
             .as_str()
             .expect("clickhouse_url")
@@ -501,6 +503,49 @@ pub fn assert_gapless(lines: &[Value]) {
             index + 1,
             lines.len()
         );
+    }
+}
+
+/// The pid of one of the platform's servers: its command name starts with `comm` and
+/// its command line contains `needle`.
+pub fn server_pid(comm: &str, needle: &str) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_string_lossy().parse().ok()?;
+            let name = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            (name.starts_with(comm) && String::from_utf8_lossy(&cmdline).contains(needle))
+                .then_some(pid)
+        })
+}
+
+/// Sends a signal to a process.
+pub fn send_signal(pid: i32, signal: i32) {
+    unsafe extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { kill(pid, signal) };
+}
+
+pub const SIGCONT: i32 = 18;
+pub const SIGSTOP: i32 = 19;
+
+/// Freezes a process (SIGSTOP) until dropped, even when a test fails half-way.
+pub struct Frozen(pub i32);
+
+impl Frozen {
+    pub fn new(pid: i32) -> Frozen {
+        send_signal(pid, SIGSTOP);
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        send_signal(self.0, SIGCONT);
     }
 }
 

@@ -1,6 +1,7 @@
 //! The trusted part of a build task: fetch the source, plan the build, run the user's
 //! commands in the sandbox, upload the output, and report every step.
 
+pub mod live;
 pub mod report;
 pub mod sandbox;
 pub mod source;
@@ -21,6 +22,8 @@ use crate::sandbox::{Exit, Sandbox, WORKSPACE};
 pub struct BuilderConfig {
     pub kafka_brokers: String,
     pub s3: S3Config,
+    /// Redis for live log lines (`redis://127.0.0.1:6379`); `None` turns them off.
+    pub redis_url: Option<String>,
     /// Parent of each build's work folder.
     pub work_dir: PathBuf,
     /// Local mode: local paths and `file://` git URLs are allowed.
@@ -50,6 +53,9 @@ pub async fn run(spec: &BuildSpec, config: &BuilderConfig) -> anyhow::Result<boo
         secrets,
         &work,
     )?;
+    if let Some(url) = &config.redis_url {
+        reporter.go_live(live::LivePublisher::start(url, &spec.deployment_id));
+    }
     reporter.event(BuildEventKind::Started).await?;
     let started = Instant::now();
     let outcome = build(spec, config, &work, &mut reporter).await;

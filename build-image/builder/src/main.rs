@@ -26,6 +26,7 @@ fn config() -> anyhow::Result<(BuildSpec, BuilderConfig)> {
             access_key: env("DEPLOYSPHERE_S3_ACCESS_KEY")?,
             secret_key: env("DEPLOYSPHERE_S3_SECRET_KEY")?,
         },
+        redis_url: std::env::var("DEPLOYSPHERE_REDIS_URL").ok(),
         work_dir: PathBuf::from(
             std::env::var("DEPLOYSPHERE_WORK_DIR")
                 .unwrap_or_else(|_| "/tmp/deploysphere-builds".into()),

@@ -39,6 +39,8 @@ pub struct Reporter {
     spool_path: PathBuf,
     spool: Option<std::io::BufWriter<std::fs::File>>,
     spooled: u64,
+    /// The live path (Redis), if on.
+    live: Option<crate::live::LivePublisher>,
     /// Bytes of user output logged so far, and lines dropped past the limit.
     output_bytes: u64,
     dropped: u64,
@@ -75,9 +77,15 @@ impl Reporter {
             spool_path: work_dir.join("log-spool.jsonl"),
             spool: None,
             spooled: 0,
+            live: None,
             output_bytes: 0,
             dropped: 0,
         })
+    }
+
+    /// Also publishes every line on the live path.
+    pub fn go_live(&mut self, live: crate::live::LivePublisher) {
+        self.live = Some(live);
     }
 
     /// `text` with every secret masked.
@@ -122,6 +130,9 @@ impl Reporter {
             eprintln!("[builder] {}", line.message);
         }
         let payload = serde_json::to_vec(&line).unwrap_or_default();
+        if let Some(live) = &self.live {
+            live.publish(&payload);
+        }
         if self.spooled > 0 || !self.enqueue(&payload) {
             // Once spilling, keep spilling: the spool is sent in order at the end.
             self.spill(&payload);
@@ -227,6 +238,14 @@ impl Reporter {
                 self.dropped
             );
             self.line(LogStream::System, &notice).await;
+        }
+        if let Some(live) = self.live.take() {
+            let missed = live.finish(Duration::from_secs(5)).await;
+            if missed > 0 {
+                eprintln!(
+                    "[builder] {missed} lines missed the live path (they are in the stored log)"
+                );
+            }
         }
         let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
         let mut unsent = 0;

@@ -268,6 +268,10 @@ async fn run(
     let builder_env = vec![
         ("DEPLOYSPHERE_KAFKA_BROKERS".to_string(), brokers.clone()),
         (
+            "DEPLOYSPHERE_REDIS_URL".to_string(),
+            format!("redis://127.0.0.1:{}", args.redis_port),
+        ),
+        (
             "DEPLOYSPHERE_S3_ENDPOINT".to_string(),
             s3_config.endpoint.clone().unwrap_or_default(),
         ),
