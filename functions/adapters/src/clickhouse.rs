@@ -98,6 +98,15 @@ impl LogStore {
         insert.end().await
     }
 
+    /// How many distinct lines of a deployment are stored.
+    pub async fn count(&self, deployment_id: &str) -> Result<u64, ClickHouseError> {
+        self.client
+            .query("SELECT count() FROM build_logs FINAL WHERE deployment_id = ?")
+            .bind(deployment_id)
+            .fetch_one::<u64>()
+            .await
+    }
+
     /// Lines of a deployment with `seq > after_seq`, in order, at most `limit`.
     pub async fn lines(
         &self,
