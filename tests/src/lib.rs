@@ -21,6 +21,7 @@ pub struct Platform {
     pub kafka_brokers: String,
     pub clickhouse_url: String,
     pub redis_url: String,
+    pub ws_url: String,
     pub s3: S3Config,
     /// Held open for the life of the test process: the platform stops when it closes.
     _stdin: Mutex<ChildStdin>,
@@ -65,7 +66,7 @@ fn start() -> Platform {
         .tempdir_in("/tmp")
         .expect("temp dir");
     let home = dir.path().join("home");
-    let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..9).map(|_| free_port()).collect();
     let mut child = Command::new(&bin)
         .arg("dev")
         .arg("--home")
@@ -78,6 +79,7 @@ fn start() -> Platform {
         .args(["--clickhouse-port", &ports[5].to_string()])
         .args(["--clickhouse-tcp-port", &ports[6].to_string()])
         .args(["--s3-port", &ports[7].to_string()])
+        .args(["--ws-port", &ports[8].to_string()])
         .args(["--max-builds", "4"])
         .arg("--exit-with-stdin")
         .arg("--ephemeral")
@@ -131,6 +133,7 @@ fn start() -> Platform {
             .expect("kafka_brokers")
             .to_string(),
         redis_url: info["redis_url"].as_str().expect("redis_url").to_string(),
+        ws_url: info["ws_url"].as_str().expect("ws_url").to_string(),
         clickhouse_url: info["clickhouse_url"]
             .as_str()
             .expect("clickhouse_url")

@@ -76,12 +76,16 @@ pub async fn run(spec: &BuildSpec, config: &BuilderConfig) -> anyhow::Result<boo
                 files: stats.files,
                 bytes: stats.bytes,
                 blobs_uploaded: stats.blobs_uploaded,
+                log_lines: None,
             }
         }
         Err(Failure(reason)) => {
             let reason = reporter.mask(&reason);
             reporter.system(format!("Build failed: {reason}")).await;
-            BuildEventKind::Failed { reason }
+            BuildEventKind::Failed {
+                reason,
+                log_lines: None,
+            }
         }
     };
     let undelivered = reporter.finish().await;
@@ -92,6 +96,27 @@ pub async fn run(spec: &BuildSpec, config: &BuilderConfig) -> anyhow::Result<boo
             reporter.lines_sent()
         );
     }
+    let total = reporter.lines_sent();
+    let final_event = match final_event {
+        BuildEventKind::Finished {
+            manifest_key,
+            files,
+            bytes,
+            blobs_uploaded,
+            ..
+        } => BuildEventKind::Finished {
+            manifest_key,
+            files,
+            bytes,
+            blobs_uploaded,
+            log_lines: Some(total),
+        },
+        BuildEventKind::Failed { reason, .. } => BuildEventKind::Failed {
+            reason,
+            log_lines: Some(total),
+        },
+        other => other,
+    };
     reporter.event(final_event).await?;
     Ok(succeeded)
 }

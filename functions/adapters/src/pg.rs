@@ -21,6 +21,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_project_names",
         include_str!("../../../schemas/postgres/0002_project_names.sql"),
     ),
+    (
+        "0003_log_lines",
+        include_str!("../../../schemas/postgres/0003_log_lines.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -129,11 +133,13 @@ pub struct Deployment {
     pub ready_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub is_production: bool,
+    /// Lines the build logged in all, once its final report is in.
+    pub log_lines: Option<u64>,
 }
 
 const PROJECT_COLUMNS: &str = "p.id, p.account_id, p.name, p.slug, p.git_url, p.branch, p.build, p.env, p.created_at, a.deployment_id";
 const PROJECT_FROM: &str = "projects p LEFT JOIN aliases a ON a.project_id = p.id";
-const DEPLOYMENT_COLUMNS: &str = "d.id, d.project_id, d.account_id, p.slug, d.git_ref, d.state, d.commit_sha, d.error, d.manifest_key, d.created_at, d.started_at, d.ready_at, d.finished_at, (a.deployment_id IS NOT NULL AND a.deployment_id = d.id)";
+const DEPLOYMENT_COLUMNS: &str = "d.id, d.project_id, d.account_id, p.slug, d.git_ref, d.state, d.commit_sha, d.error, d.manifest_key, d.created_at, d.started_at, d.ready_at, d.finished_at, (a.deployment_id IS NOT NULL AND a.deployment_id = d.id), d.log_lines";
 const DEPLOYMENT_FROM: &str = "deployments d JOIN projects p ON p.id = d.project_id LEFT JOIN aliases a ON a.project_id = d.project_id";
 
 fn project_from_row(row: &Row) -> DbResult<Project> {
@@ -173,6 +179,7 @@ fn deployment_from_row(row: &Row) -> DbResult<Deployment> {
         ready_at: row.get(11),
         finished_at: row.get(12),
         is_production: row.get(13),
+        log_lines: row.get::<_, Option<i64>>(14).map(|n| n.max(0) as u64),
     })
 }
 
@@ -471,6 +478,17 @@ impl Db {
             )
             .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    pub async fn set_log_lines(&self, id: Uuid, lines: u64) -> DbResult<()> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE deployments SET log_lines = $2 WHERE id = $1 AND log_lines IS NULL",
+                &[&id, &(lines as i64)],
+            )
+            .await?;
+        Ok(())
     }
 
     pub async fn set_plan(

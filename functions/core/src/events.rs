@@ -105,15 +105,30 @@ pub enum BuildEventKind {
         files: u64,
         bytes: u64,
         blobs_uploaded: u64,
+        /// Log lines the build wrote in all.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log_lines: Option<u64>,
     },
     /// The build failed; `reason` is shown to the user.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log_lines: Option<u64>,
+    },
     /// The launcher saw the task stop without a final report (process exit locally,
     /// ECS task state change on AWS).
     TaskStopped { reason: String },
 }
 
 impl BuildEventKind {
+    /// The total number of log lines, in a final report.
+    pub fn log_lines(&self) -> Option<u64> {
+        match self {
+            Self::Finished { log_lines, .. } | Self::Failed { log_lines, .. } => *log_lines,
+            _ => None,
+        }
+    }
+
     /// The state this event asks for, if it asks for one.
     pub fn target_state(&self) -> Option<DeploymentState> {
         match self {
@@ -157,6 +172,7 @@ mod tests {
             at_ms: 5,
             kind: BuildEventKind::Failed {
                 reason: "exit 1".into(),
+                log_lines: Some(3),
             },
         };
         let json = serde_json::to_value(&event).unwrap();
@@ -165,5 +181,12 @@ mod tests {
         let back: BuildEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, event);
         assert_eq!(back.kind.target_state(), Some(DeploymentState::Failed));
+        assert_eq!(back.kind.log_lines(), Some(3));
+        // Reports from builders that predate the line count still parse.
+        let old: BuildEvent = serde_json::from_str(
+            r#"{"deployment_id":"d1","at_ms":5,"type":"failed","reason":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.kind.log_lines(), None);
     }
 }

@@ -126,12 +126,15 @@ impl Deployments {
             return Ok(Applied::Unchanged);
         };
         let (error, manifest_key) = match &event.kind {
-            BuildEventKind::Failed { reason } | BuildEventKind::TaskStopped { reason } => {
+            BuildEventKind::Failed { reason, .. } | BuildEventKind::TaskStopped { reason } => {
                 (Some(reason.as_str()), None)
             }
             BuildEventKind::Finished { manifest_key, .. } => (None, Some(manifest_key.as_str())),
             _ => (None, None),
         };
+        if let Some(lines) = event.kind.log_lines() {
+            self.db.set_log_lines(id, lines).await?;
+        }
         // A finished build passed through UPLOADING even if that report was lost.
         if target == DeploymentState::Ready
             && let Err(e) = self

@@ -3,6 +3,7 @@
 //! then the API, the site router, the consumers and the build launcher.
 
 mod consumers;
+mod gateway;
 mod launcher;
 mod s3server;
 mod services;
@@ -49,6 +50,9 @@ struct DevArgs {
     api_port: u16,
     #[arg(long, env = "DEPLOYSPHERE_ROUTER_PORT", default_value_t = 8000)]
     router_port: u16,
+    /// The WebSocket gateway for live build logs.
+    #[arg(long, env = "DEPLOYSPHERE_WS_PORT", default_value_t = 3001)]
+    ws_port: u16,
     #[arg(long, env = "DEPLOYSPHERE_POSTGRES_PORT", default_value_t = 15432)]
     postgres_port: u16,
     #[arg(long, env = "DEPLOYSPHERE_REDIS_PORT", default_value_t = 16379)]
@@ -162,6 +166,7 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     for (name, port, setting) in [
         ("api", args.api_port, "DEPLOYSPHERE_API_PORT"),
         ("router", args.router_port, "DEPLOYSPHERE_ROUTER_PORT"),
+        ("websocket gateway", args.ws_port, "DEPLOYSPHERE_WS_PORT"),
         ("s3", args.s3_port, "DEPLOYSPHERE_S3_PORT"),
     ] {
         services::ensure_free(name, port, setting).await?;
@@ -329,6 +334,32 @@ async fn run(
             allow_local_sources: true,
         }),
     };
+    // Live logs: the WebSocket gateway (API Gateway's local stand-in) and the relay,
+    // both pushing through the same PostToConnection client.
+    let redis_url = format!("redis://127.0.0.1:{}", args.redis_port);
+    let redis = redis::Client::open(redis_url.as_str())?
+        .get_multiplexed_async_connection()
+        .await
+        .context("connecting to redis failed")?;
+    let ws_context = deploysphere_ws::WsContext {
+        db: db.clone(),
+        logs: log_store.clone(),
+        redis,
+        poster: Arc::new(deploysphere_ws::ApiGatewayPoster::new(
+            &format!("http://127.0.0.1:{}", args.ws_port),
+            "us-east-1",
+            "local",
+            "local",
+        )),
+        hash_token,
+    };
+    let ws_listener = bind("websocket gateway", args.ws_port).await?;
+    let gateway_router = gateway::Gateway::new(ws_context.clone()).router();
+    let ws_task = tokio::spawn(async move { axum::serve(ws_listener, gateway_router).await });
+    let relay_task = {
+        let (ctx, url) = (ws_context.clone(), redis_url.clone());
+        tokio::spawn(async move { deploysphere_relay::run(ctx, &url).await })
+    };
     let api_listener = bind("api", args.api_port).await?;
     let router_listener = bind("router", args.router_port).await?;
     let api = tokio::spawn(async move {
@@ -370,6 +401,7 @@ async fn run(
 
     let platform = serde_json::json!({
         "api_url": format!("http://127.0.0.1:{}", args.api_port),
+        "ws_url": format!("ws://127.0.0.1:{}", args.ws_port),
         "router_url": format!("http://127.0.0.1:{}", args.router_port),
         "domain": args.domain,
         "token": token,
@@ -384,10 +416,11 @@ async fn run(
         serde_json::to_vec_pretty(&platform)?,
     )?;
     println!(
-        "\nDeploySphere is running (started in {:.1} s; data in {})\n\n  API          http://127.0.0.1:{}\n  Sites        http://<project-slug>.{}:{}\n  Admin token  {}\n               (also in {})\n\n  Postgres     {}\n  Redis        redis://127.0.0.1:{}\n  Kafka        {} (tansu)\n  ClickHouse   {}\n  S3           http://127.0.0.1:{} (bucket {})\n\nPress Ctrl-C to stop.",
+        "\nDeploySphere is running (started in {:.1} s; data in {})\n\n  API          http://127.0.0.1:{}\n  Live logs    ws://127.0.0.1:{}/?token=<token>\n  Sites        http://<project-slug>.{}:{}\n  Admin token  {}\n               (also in {})\n\n  Postgres     {}\n  Redis        redis://127.0.0.1:{}\n  Kafka        {} (tansu)\n  ClickHouse   {}\n  S3           http://127.0.0.1:{} (bucket {})\n\nPress Ctrl-C to stop.",
         t0.elapsed().as_secs_f64(),
         home.display(),
         args.api_port,
+        args.ws_port,
         args.domain,
         args.router_port,
         token,
@@ -418,6 +451,7 @@ async fn run(
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let (mut api, mut router, mut s3_task, mut events_task, mut logs_task) =
         (api, router, s3_task, events_task, logs_task);
+    let (mut ws_task, mut relay_task) = (ws_task, relay_task);
     let outcome = tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(()),
         _ = terminate.recv() => Ok(()),
@@ -427,6 +461,8 @@ async fn run(
         r = &mut s3_task => Err(anyhow::anyhow!("the S3 server stopped: {r:?}")),
         r = &mut events_task => Err(anyhow::anyhow!("the deployment-events consumer stopped: {r:?}")),
         r = &mut logs_task => Err(anyhow::anyhow!("the build-logs consumer stopped: {r:?}")),
+        r = &mut ws_task => Err(anyhow::anyhow!("the websocket gateway stopped: {r:?}")),
+        r = &mut relay_task => Err(anyhow::anyhow!("the log relay stopped: {r:?}")),
     };
     // Stop our own parts before the servers they talk to.
     api.abort();
@@ -434,6 +470,8 @@ async fn run(
     events_task.abort();
     logs_task.abort();
     s3_task.abort();
+    ws_task.abort();
+    relay_task.abort();
     // Let the aborted clients close before the servers they talk to go away.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     launcher.kill_all();

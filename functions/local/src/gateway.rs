@@ -1,0 +1,236 @@
+//! The local WebSocket gateway: what API Gateway's WebSocket API does, on 127.0.0.1.
+//! It turns connections and messages into the same API Gateway event JSON and calls
+//! the same `ws` handler, and serves the `@connections/{id}` management API (POST,
+//! GET, DELETE) that `PostToConnection` calls: 410 Gone for a connection that is not
+//! open, 413 past API Gateway's 128 KB message limit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{SecondsFormat, Utc};
+use deploysphere_ws::{WsContext, handle};
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+/// API Gateway's limit for one PostToConnection payload.
+pub const MAX_POST_BYTES: usize = 128 * 1024;
+
+struct Connection {
+    tx: mpsc::UnboundedSender<Message>,
+    connected_at: String,
+}
+
+#[derive(Clone)]
+pub struct Gateway {
+    ctx: WsContext,
+    connections: Arc<Mutex<HashMap<String, Connection>>>,
+}
+
+impl Gateway {
+    pub fn new(ctx: WsContext) -> Self {
+        Gateway {
+            ctx,
+            connections: Arc::default(),
+        }
+    }
+
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/", get(upgrade))
+            .route("/@connections/{id}", get(info).post(post).delete(close))
+            .with_state(self)
+    }
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// An API Gateway WebSocket event, as the service would send it to the handler.
+fn event(
+    route_key: &str,
+    event_type: &str,
+    connection_id: &str,
+    extra: serde_json::Value,
+) -> ApiGatewayWebsocketProxyRequest {
+    let epoch = Utc::now().timestamp_millis();
+    let mut value = json!({
+        "requestContext": {
+            "routeKey": route_key,
+            "eventType": event_type,
+            "connectionId": connection_id,
+            "domainName": "127.0.0.1",
+            "stage": "local",
+            "apiId": "local",
+            "connectedAt": epoch,
+            "requestTimeEpoch": epoch,
+            "messageDirection": "IN",
+        },
+        "isBase64Encoded": false,
+    });
+    if let (Some(target), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
+        for (key, field) in extra {
+            target.insert(key.clone(), field.clone());
+        }
+    }
+    serde_json::from_value(value).expect("the API Gateway WebSocket event shape")
+}
+
+async fn upgrade(
+    State(gateway): State<Gateway>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let connection_id = uuid::Uuid::new_v4().simple().to_string();
+    let header_map: HashMap<String, String> = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+        })
+        .collect();
+    let connect = event(
+        "$connect",
+        "CONNECT",
+        &connection_id,
+        json!({"headers": header_map, "queryStringParameters": query}),
+    );
+    let answer = handle(&gateway.ctx, connect).await;
+    if answer.status_code != 200 {
+        let status =
+            StatusCode::from_u16(answer.status_code as u16).unwrap_or(StatusCode::FORBIDDEN);
+        return (status, format!("connection refused ({status})\n")).into_response();
+    }
+    ws.on_upgrade(move |socket| session(gateway, connection_id, socket))
+}
+
+async fn session(gateway: Gateway, connection_id: String, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    gateway
+        .connections
+        .lock()
+        .expect("connections lock")
+        .insert(
+            connection_id.clone(),
+            Connection {
+                tx,
+                connected_at: now(),
+            },
+        );
+    let writer = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+    });
+    while let Some(Ok(message)) = stream.next().await {
+        let body = match message {
+            Message::Text(text) => text.to_string(),
+            Message::Binary(bytes) => String::from_utf8_lossy(&bytes).to_string(),
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        // Route selection as API Gateway's `$request.body.action`.
+        let action = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["action"].as_str().map(str::to_string));
+        let route = match action.as_deref() {
+            Some("subscribe") => "subscribe",
+            _ => "$default",
+        };
+        let request = event(route, "MESSAGE", &connection_id, json!({"body": body}));
+        let ctx = gateway.ctx.clone();
+        tokio::spawn(async move {
+            handle(&ctx, request).await;
+        });
+    }
+    gateway
+        .connections
+        .lock()
+        .expect("connections lock")
+        .remove(&connection_id);
+    writer.abort();
+    handle(
+        &gateway.ctx,
+        event("$disconnect", "DISCONNECT", &connection_id, json!({})),
+    )
+    .await;
+}
+
+fn gone() -> Response {
+    (
+        StatusCode::GONE,
+        [
+            ("x-amzn-errortype", "GoneException"),
+            ("content-type", "application/json"),
+        ],
+        "{\"message\":\"Connection is gone\"}",
+    )
+        .into_response()
+}
+
+async fn post(State(gateway): State<Gateway>, Path(id): Path<String>, body: Bytes) -> Response {
+    if body.len() > MAX_POST_BYTES {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [
+                ("x-amzn-errortype", "PayloadTooLargeException"),
+                ("content-type", "application/json"),
+            ],
+            "{\"message\":\"Message too long\"}",
+        )
+            .into_response();
+    }
+    let connections = gateway.connections.lock().expect("connections lock");
+    let Some(connection) = connections.get(&id) else {
+        return gone();
+    };
+    let message = match String::from_utf8(body.to_vec()) {
+        Ok(text) => Message::Text(text.into()),
+        Err(_) => Message::Binary(body),
+    };
+    if connection.tx.send(message).is_err() {
+        return gone();
+    }
+    StatusCode::OK.into_response()
+}
+
+async fn info(State(gateway): State<Gateway>, Path(id): Path<String>) -> Response {
+    let connections = gateway.connections.lock().expect("connections lock");
+    match connections.get(&id) {
+        Some(connection) => axum::Json(json!({
+            "ConnectedAt": connection.connected_at,
+            "LastActiveAt": now(),
+            "Identity": {"SourceIp": "127.0.0.1", "UserAgent": ""},
+        }))
+        .into_response(),
+        None => gone(),
+    }
+}
+
+async fn close(State(gateway): State<Gateway>, Path(id): Path<String>) -> Response {
+    let connection = gateway
+        .connections
+        .lock()
+        .expect("connections lock")
+        .remove(&id);
+    match connection {
+        Some(connection) => {
+            let _ = connection.tx.send(Message::Close(None));
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => gone(),
+    }
+}
