@@ -559,3 +559,63 @@ pub fn messages(lines: &[Value]) -> Vec<String> {
         .map(|l| l["message"].as_str().unwrap_or_default().to_string())
         .collect()
 }
+
+/// Live logs: subscribes to a deployment over the WebSocket gateway and collects
+/// frames until the final state.
+/// What one client saw: log lines in arrival order and state frames.
+pub struct Seen {
+    pub lines: Vec<Value>,
+    pub states: Vec<String>,
+    /// Frame kinds in order ("log" / "state:READY" / ...), to check the last one.
+    pub order: Vec<String>,
+}
+
+pub async fn watch(token: &str, deployment_id: &str, after_seq: u64) -> Seen {
+    let url = format!("{}/?token={token}", platform().ws_url);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    let subscribe =
+        json!({"action": "subscribe", "deployment_id": deployment_id, "after_seq": after_seq});
+    futures::SinkExt::send(
+        &mut socket,
+        tokio_tungstenite::tungstenite::Message::text(subscribe.to_string()),
+    )
+    .await
+    .unwrap();
+    let mut seen = Seen {
+        lines: Vec::new(),
+        states: Vec::new(),
+        order: Vec::new(),
+    };
+    loop {
+        let frame = tokio::time::timeout(
+            Duration::from_secs(120),
+            futures::StreamExt::next(&mut socket),
+        )
+        .await
+        .expect("a frame within 120 s")
+        .expect("the socket stays open")
+        .expect("a frame");
+        let tokio_tungstenite::tungstenite::Message::Text(text) = frame else {
+            continue;
+        };
+        let value: Value = serde_json::from_str(&text).unwrap();
+        match value["type"].as_str() {
+            Some("log") => {
+                seen.lines
+                    .extend(value["lines"].as_array().unwrap().iter().cloned());
+                seen.order.push("log".into());
+            }
+            Some("state") => {
+                let state = value["state"].as_str().unwrap().to_string();
+                seen.order.push(format!("state:{state}"));
+                seen.states.push(state.clone());
+                if matches!(state.as_str(), "READY" | "FAILED" | "CANCELED") {
+                    return seen;
+                }
+            }
+            _ => panic!("unexpected frame {text}"),
+        }
+    }
+}

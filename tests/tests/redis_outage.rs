@@ -1,5 +1,6 @@
-//! Builds with Redis (the live path) frozen: its own test binary, because it freezes
-//! the platform's Redis.
+//! Builds with Redis (the live path) frozen: the build and its stored log do not
+//! notice, and a client that reconnects afterwards catches up by `after_seq`. Its own
+//! test binary, because it freezes the platform's Redis.
 
 use deploysphere_e2e::*;
 use serde_json::json;
@@ -31,4 +32,13 @@ async fn a_build_succeeds_and_keeps_its_whole_log_while_redis_is_down() {
         500
     );
     drop(frozen);
+
+    // Redis is back: a client that had seen the first 100 lines catches up from there.
+    let seen = watch(&api.token, id, 100).await;
+    assert_eq!(
+        seen.lines.first().and_then(|l| l["seq"].as_u64()),
+        Some(101)
+    );
+    assert_eq!(seen.lines.len(), lines.len() - 100);
+    assert_eq!(seen.order.last().map(String::as_str), Some("state:READY"));
 }

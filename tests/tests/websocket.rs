@@ -8,57 +8,6 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-/// What one client saw: log lines in arrival order and state frames.
-struct Seen {
-    lines: Vec<Value>,
-    states: Vec<String>,
-    /// Frame kinds in order ("log" / "state:READY" / ...), to check the last one.
-    order: Vec<String>,
-}
-
-async fn watch(token: &str, deployment_id: &str, after_seq: u64) -> Seen {
-    let url = format!("{}/?token={token}", platform().ws_url);
-    let (mut socket, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("connect");
-    let subscribe =
-        json!({"action": "subscribe", "deployment_id": deployment_id, "after_seq": after_seq});
-    socket
-        .send(Message::text(subscribe.to_string()))
-        .await
-        .unwrap();
-    let mut seen = Seen {
-        lines: Vec::new(),
-        states: Vec::new(),
-        order: Vec::new(),
-    };
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(120), socket.next())
-            .await
-            .expect("a frame within 120 s")
-            .expect("the socket stays open")
-            .expect("a frame");
-        let Message::Text(text) = frame else { continue };
-        let value: Value = serde_json::from_str(&text).unwrap();
-        match value["type"].as_str() {
-            Some("log") => {
-                seen.lines
-                    .extend(value["lines"].as_array().unwrap().iter().cloned());
-                seen.order.push("log".into());
-            }
-            Some("state") => {
-                let state = value["state"].as_str().unwrap().to_string();
-                seen.order.push(format!("state:{state}"));
-                seen.states.push(state.clone());
-                if matches!(state.as_str(), "READY" | "FAILED" | "CANCELED") {
-                    return seen;
-                }
-            }
-            _ => panic!("unexpected frame {text}"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn clients_joining_before_during_and_after_a_build_each_get_every_line_once_in_order() {
     let api = Api::new_account("ws-live").await;
