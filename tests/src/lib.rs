@@ -494,6 +494,36 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Starts a build of the `slow-lines` fixture that prints `lines` lines over
+/// `seconds`, and returns its deployment id once line `wait_for_line` is stored.
+pub async fn start_slow_build(
+    api: &Api,
+    name: &str,
+    lines: u64,
+    seconds: u64,
+    wait_for_line: u64,
+) -> String {
+    let repo = Repo::from_fixture("slow-lines");
+    repo.commit("slow");
+    let project = api
+        .create_project(json!({
+            "name": name,
+            "git_url": repo.url(),
+            "env": {"LINES": lines.to_string(), "SECONDS": seconds.to_string()}
+        }))
+        .await;
+    let deployment = api
+        .deploy(project["id"].as_str().expect("project id"))
+        .await;
+    let id = deployment["id"]
+        .as_str()
+        .expect("deployment id")
+        .to_string();
+    api.logs_containing(&id, &format!("slow line {wait_for_line}"))
+        .await;
+    id
+}
+
 /// Panics, with the first offending `seq`, unless the lines are numbered 1, 2, 3...
 /// (gapless, each once, in order).
 pub fn assert_gapless(lines: &[Value]) {

@@ -4,19 +4,11 @@
 use std::time::Duration;
 
 use deploysphere_e2e::*;
-use serde_json::json;
 
 #[tokio::test]
 async fn a_build_keeps_logging_through_a_frozen_broker_and_loses_no_line() {
     let api = Api::new_account("frozen").await;
-    let repo = Repo::from_fixture("slow-lines");
-    repo.commit("slow");
-    let project = api
-        .create_project(json!({"name": "frozen broker", "git_url": repo.url(), "env": {"LINES": "4000", "SECONDS": "6"}}))
-        .await;
-    let deployment = api.deploy(project["id"].as_str().unwrap()).await;
-    let id = deployment["id"].as_str().unwrap();
-    api.logs_containing(id, "slow line 50").await;
+    let id = &start_slow_build(&api, "frozen broker", 4000, 6, 50).await;
 
     // Freeze the broker for longer than a Kafka client's default message timeout (30 s)
     // while the build goes on printing.

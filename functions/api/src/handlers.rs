@@ -420,6 +420,17 @@ fn log_filters(query: &LogsQuery) -> ApiResult<LogQuery> {
     })
 }
 
+async fn search_logs(
+    state: &AppState,
+    filters: &LogQuery,
+) -> ApiResult<Vec<deploysphere_core::LogLine>> {
+    state
+        .logs
+        .search(filters)
+        .await
+        .map_err(|e| ApiError::unavailable("log store", &e))
+}
+
 /// A deployment's log lines in `seq` order, filtered; page with `after_seq`.
 pub async fn deployment_logs(
     State(state): State<AppState>,
@@ -431,11 +442,7 @@ pub async fn deployment_logs(
     let mut filters = log_filters(&query)?;
     let deployment = owned_deployment(&state, &auth, &id).await?;
     filters.deployment_id = Some(deployment.id.to_string());
-    let lines = state
-        .logs
-        .search(&filters)
-        .await
-        .map_err(|e| ApiError::unavailable("log store", &e))?;
+    let lines = search_logs(&state, &filters).await?;
     let next_after_seq = lines.last().map_or(filters.after_seq, |line| line.seq);
     let lines: Vec<LogLineView> = lines.into_iter().map(LogLineView::from).collect();
     Ok(Json(
@@ -460,11 +467,7 @@ pub async fn project_logs(
     let project = owned_project(&state, &auth, &id).await?;
     let ids = state.db.deployment_ids(project.id, 500).await?;
     filters.deployment_ids = Some(ids.iter().map(Uuid::to_string).collect());
-    let lines = state
-        .logs
-        .search(&filters)
-        .await
-        .map_err(|e| ApiError::unavailable("log store", &e))?;
+    let lines = search_logs(&state, &filters).await?;
     let lines: Vec<Value> = lines
         .into_iter()
         .map(|line| {
