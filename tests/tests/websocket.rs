@@ -69,6 +69,17 @@ async fn connections_need_a_valid_token_and_see_only_their_accounts_deployments(
         }
     }
     let alice = Api::new_account("ws-alice").await;
+    // The token may also come as an Authorization header (non-browser clients).
+    {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("{url}/").into_client_request().unwrap();
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", alice.token).parse().unwrap(),
+        );
+        let connected = tokio_tungstenite::connect_async(request).await;
+        assert!(connected.is_ok(), "{connected:?}");
+    }
     let bob = Api::new_account("ws-bob").await;
     let repo = Repo::from_fixture("static-site");
     repo.commit("v1");

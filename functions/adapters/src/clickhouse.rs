@@ -10,6 +10,16 @@ const MIGRATIONS: &[&str] = &[include_str!(
     "../../../schemas/clickhouse/0001_build_logs.sql"
 )];
 
+/// The retention step, for servers with TTL only.
+const RETENTION: &str = include_str!("../../../schemas/clickhouse/0002_build_logs_ttl.sql");
+
+/// True from ClickHouse 19.6, the first release with table TTL.
+fn supports_ttl(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (19, 6)
+}
+
 #[derive(Debug, Clone, Row, Serialize, Deserialize)]
 struct LogRow {
     deployment_id: String,
@@ -84,6 +94,18 @@ impl LogStore {
             self.client.query(ddl).execute().await?;
         }
         Ok(())
+    }
+
+    /// Sets the log retention (days) where the server supports TTL (19.6+). Returns the
+    /// server version when it does not, and then keeps every line.
+    pub async fn apply_retention(&self, days: u32) -> Result<Result<(), String>, ClickHouseError> {
+        let version: String = self.server.query("SELECT version()").fetch_one().await?;
+        if !supports_ttl(&version) {
+            return Ok(Err(version));
+        }
+        let ddl = RETENTION.replace("{retention_days}", &days.max(1).to_string());
+        self.client.query(&ddl).execute().await?;
+        Ok(Ok(()))
     }
 
     /// Inserts a batch in one request. Replaying a batch is harmless.
@@ -200,4 +222,25 @@ pub struct LogQuery {
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
     pub limit: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_needs_19_6_or_later() {
+        assert!(!supports_ttl("18.16.1"));
+        assert!(!supports_ttl("19.5.3.8"));
+        assert!(supports_ttl("19.6.2.11"));
+        assert!(supports_ttl("24.8.4.13"));
+        assert!(!supports_ttl("nonsense"));
+    }
+
+    #[test]
+    fn the_retention_statement_is_filled_in() {
+        let ddl = RETENTION.replace("{retention_days}", "30");
+        assert!(ddl.contains("MODIFY TTL ts + INTERVAL 30 DAY"));
+        assert!(!ddl.contains('{'));
+    }
 }

@@ -72,6 +72,9 @@ struct DevArgs {
     /// Domain under which sites are served (`<slug>.<domain>`).
     #[arg(long, env = "DEPLOYSPHERE_DOMAIN", default_value = "localhost")]
     domain: String,
+    /// Days build log lines are kept (on ClickHouse servers with TTL, 19.6+).
+    #[arg(long, env = "DEPLOYSPHERE_LOG_RETENTION_DAYS", default_value_t = 30)]
+    log_retention_days: u32,
     /// Builds running at once on this machine.
     #[arg(long, env = "DEPLOYSPHERE_MAX_BUILDS", default_value_t = 2)]
     max_builds: i64,
@@ -233,6 +236,14 @@ async fn run(
         .migrate()
         .await
         .context("clickhouse migrations failed")?;
+    match log_store.apply_retention(args.log_retention_days).await {
+        Ok(Ok(())) => info!(days = args.log_retention_days, "build log retention set"),
+        Ok(Err(version)) => info!(
+            %version,
+            "this ClickHouse has no TTL: build logs are kept without a retention limit"
+        ),
+        Err(e) => return Err(anyhow::anyhow!("setting the log retention failed: {e}")),
+    }
     let brokers = format!("127.0.0.1:{}", args.kafka_port);
     deploysphere_adapters::kafka::create_topics(&brokers, 1)
         .await
