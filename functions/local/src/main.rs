@@ -93,7 +93,7 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,deploysphere=info".into()),
+                .unwrap_or_else(|_| "warn,deploysphere=info,deadpool=error".into()),
         )
         .with_writer(std::io::stderr)
         .init();
