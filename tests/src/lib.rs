@@ -524,6 +524,30 @@ pub async fn start_slow_build(
     id
 }
 
+/// Waits for a `slow-lines` build to be READY and checks that its stored log holds
+/// `slow line 1` to `slow line {lines}`, gapless and each once.
+pub async fn assert_slow_build_complete(api: &Api, id: &str, lines: u64) {
+    let done = api
+        .wait_for(id, Duration::from_secs(180), |d| {
+            matches!(d["state"].as_str(), Some("READY" | "FAILED" | "CANCELED"))
+        })
+        .await;
+    assert_eq!(done["state"], "READY", "{done}");
+    let stored = api.logs_containing(id, "Deployed").await;
+    assert_gapless(&stored);
+    let slow: Vec<String> = messages(&stored)
+        .into_iter()
+        .filter(|m| m.starts_with("slow line "))
+        .collect();
+    assert_eq!(slow.len() as u64, lines);
+    assert!(
+        slow.iter()
+            .enumerate()
+            .all(|(i, m)| *m == format!("slow line {}", i + 1)),
+        "slow lines out of order"
+    );
+}
+
 /// Panics, with the first offending `seq`, unless the lines are numbered 1, 2, 3...
 /// (gapless, each once, in order).
 pub fn assert_gapless(lines: &[Value]) {

@@ -18,18 +18,5 @@ async fn a_build_keeps_logging_through_a_frozen_broker_and_loses_no_line() {
     tokio::time::sleep(Duration::from_secs(40)).await;
     drop(frozen);
 
-    let done = api
-        .wait_for(id, Duration::from_secs(180), |d| {
-            matches!(d["state"].as_str(), Some("READY" | "FAILED" | "CANCELED"))
-        })
-        .await;
-    assert_eq!(done["state"], "READY", "{done}");
-    let lines = api.logs_containing(id, "Deployed").await;
-    assert_gapless(&lines);
-    let slow: Vec<String> = messages(&lines)
-        .into_iter()
-        .filter(|m| m.starts_with("slow line "))
-        .collect();
-    assert_eq!(slow.len(), 4000);
-    assert_eq!(slow.last().map(String::as_str), Some("slow line 4000"));
+    assert_slow_build_complete(&api, id, 4000).await;
 }

@@ -56,18 +56,5 @@ async fn every_line_reaches_clickhouse_exactly_once_across_a_clickhouse_outage()
             .expect("clickhouse-server"),
     );
 
-    let done = api.wait_final(id).await;
-    assert_eq!(done["state"], "READY", "{done}");
-    let lines = api.logs_containing(id, "Deployed").await;
-    assert_gapless(&lines);
-    let slow: Vec<String> = messages(&lines)
-        .into_iter()
-        .filter(|m| m.starts_with("slow line "))
-        .collect();
-    assert_eq!(
-        slow,
-        (1..=3000)
-            .map(|i| format!("slow line {i}"))
-            .collect::<Vec<_>>()
-    );
+    assert_slow_build_complete(&api, id, 3000).await;
 }

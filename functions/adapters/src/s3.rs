@@ -84,7 +84,11 @@ impl ObjectStore {
             .map_err(service_error("create bucket"))
     }
 
-    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+    /// The object's metadata; `None` when it does not exist.
+    async fn head(
+        &self,
+        key: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>, StoreError> {
         match self
             .client
             .head_object()
@@ -93,26 +97,22 @@ impl ObjectStore {
             .send()
             .await
         {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
+            Ok(head) => Ok(Some(head)),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
             Err(e) => Err(StoreError::Service(format!("head {key}: {e:?}"))),
         }
     }
 
+    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.head(key).await?.is_some())
+    }
+
     /// When an object was last written (seconds since the epoch); `None` if absent.
     pub async fn last_modified(&self, key: &str) -> Result<Option<i64>, StoreError> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(head) => Ok(head.last_modified().map(|t| t.secs())),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
-            Err(e) => Err(StoreError::Service(format!("head {key}: {e:?}"))),
-        }
+        Ok(self
+            .head(key)
+            .await?
+            .and_then(|head| head.last_modified().map(|t| t.secs())))
     }
 
     pub async fn blob_exists(&self, sha256_hex: &str) -> Result<bool, StoreError> {

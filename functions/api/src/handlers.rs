@@ -33,6 +33,13 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// The query parameters, or a 400 that says which one is wrong.
+fn query_params<T>(query: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    query
+        .map(|Query(query)| query)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
 fn parse_uuid(id: &str, what: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(id).map_err(|_| ApiError::not_found(what))
 }
@@ -269,7 +276,7 @@ pub async fn list_deployments(
     Path(id): Path<String>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let query = query_params(query)?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit: must be between 1 and 1000"));
@@ -438,7 +445,7 @@ pub async fn deployment_logs(
     Path(id): Path<String>,
     query: Result<Query<LogsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let query = query_params(query)?;
     let mut filters = log_filters(&query)?;
     let deployment = owned_deployment(&state, &auth, &id).await?;
     filters.deployment_id = Some(deployment.id.to_string());
@@ -457,7 +464,7 @@ pub async fn project_logs(
     Path(id): Path<String>,
     query: Result<Query<LogsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let query = query_params(query)?;
     if query.after_seq.is_some() {
         return Err(ApiError::bad_request(
             "after_seq: only applies to one deployment's log (use since/until here)",
