@@ -1,9 +1,18 @@
 //! What a build tells the world: log lines on `build-logs` (gapless `seq` from 1,
 //! secrets masked) and state reports on `deployment-events`.
+//!
+//! Every line is also written to a journal in the build's work folder. The journal
+//! backs two promises: a producer queue that is full spills to it (the rest is sent in
+//! order at the end), and after the broker was seen down (all connections lost) the
+//! whole journal is sent again before the end state is reported, because a broker that
+//! came back may have lost lines it had acknowledged. The log store keeps one copy of
+//! each `(deployment_id, seq)`, so a line sent twice is stored once.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -13,6 +22,7 @@ use deploysphere_adapters::kafka::{BUILD_LOGS, DEPLOYMENT_EVENTS, producer_confi
 use deploysphere_adapters::now_ms;
 use deploysphere_core::logs::{mask_secrets, truncate_message};
 use deploysphere_core::{BuildEvent, BuildEventKind, LogLine, LogStream};
+use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
@@ -24,8 +34,31 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Delivery reports tracked at once; past this, older ones are only counted at the end.
 const MAX_TRACKED: usize = 200_000;
 
+/// The producer's context: notes when every broker connection was lost.
+#[derive(Clone, Default)]
+pub struct OutageWatch {
+    seen: Arc<AtomicBool>,
+}
+
+impl OutageWatch {
+    /// Whether the broker was unreachable at some point.
+    pub fn seen(&self) -> bool {
+        self.seen.load(Ordering::Relaxed)
+    }
+}
+
+impl ClientContext for OutageWatch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.seen.store(true, Ordering::Relaxed);
+        }
+        eprintln!("[builder] kafka: {error}: {reason}");
+    }
+}
+
 pub struct Reporter {
-    producer: FutureProducer,
+    producer: FutureProducer<OutageWatch>,
+    outage: OutageWatch,
     deployment_id: String,
     project_id: String,
     secrets: Vec<String>,
@@ -34,11 +67,12 @@ pub struct Reporter {
     pending: VecDeque<DeliveryFuture>,
     /// Lines the broker refused for good.
     failed: u64,
-    /// Lines that did not fit the producer's bounded in-memory queue, kept on disk
-    /// (one JSON line each) until the end of the build.
-    spool_path: PathBuf,
-    spool: Option<std::io::BufWriter<std::fs::File>>,
-    spooled: u64,
+    /// Every line so far, one JSON object per line, in `seq` order.
+    journal_path: PathBuf,
+    journal: Option<std::io::BufWriter<std::fs::File>>,
+    /// The `seq` of the first line that did not fit the producer's bounded queue: from
+    /// there on, lines wait in the journal until the end of the build.
+    spilled_from: Option<u64>,
     /// The live path (Redis), if on.
     live: Option<crate::live::LivePublisher>,
     /// Bytes of user output logged so far, and lines dropped past the limit.
@@ -51,7 +85,7 @@ pub struct Reporter {
 pub const MAX_OUTPUT_BYTES: u64 = 256 * 1024 * 1024;
 
 impl Reporter {
-    /// A reporter whose overflow goes to a spool file in `work_dir`.
+    /// A reporter whose journal is in `work_dir`.
     pub fn new(
         brokers: &str,
         deployment_id: &str,
@@ -59,24 +93,35 @@ impl Reporter {
         secrets: Vec<String>,
         work_dir: &Path,
     ) -> anyhow::Result<Self> {
-        let producer: FutureProducer = producer_config(brokers)
+        let outage = OutageWatch::default();
+        let producer: FutureProducer<OutageWatch> = producer_config(brokers)
             // A broker that is down delays lines, it does not lose them: no message
-            // timeout, a bounded queue (64 MB) and a disk spool past it.
+            // timeout, a bounded queue (64 MB) and the journal past it.
             .set("message.timeout.ms", "0")
             .set("queue.buffering.max.kbytes", "65536")
             .set("queue.buffering.max.messages", "200000")
-            .create()?;
+            .create_with_context(outage.clone())?;
+        let journal_path = work_dir.join("log-journal.jsonl");
+        let journal = std::fs::File::create(&journal_path)
+            .map(std::io::BufWriter::new)
+            .map_err(|e| {
+                eprintln!(
+                    "[builder] no log journal ({e}): lines the broker loses cannot be sent again"
+                )
+            })
+            .ok();
         Ok(Reporter {
             producer,
+            outage,
             deployment_id: deployment_id.to_string(),
             project_id: project_id.to_string(),
             secrets,
             next_seq: 1,
             pending: VecDeque::new(),
             failed: 0,
-            spool_path: work_dir.join("log-spool.jsonl"),
-            spool: None,
-            spooled: 0,
+            journal_path,
+            journal,
+            spilled_from: None,
             live: None,
             output_bytes: 0,
             dropped: 0,
@@ -133,9 +178,18 @@ impl Reporter {
         if let Some(live) = &self.live {
             live.publish(&payload);
         }
-        if self.spooled > 0 || !self.enqueue(&payload) {
-            // Once spilling, keep spilling: the spool is sent in order at the end.
-            self.spill(&payload);
+        let journaled = self.journal(&payload);
+        if self.spilled_from.is_some() {
+            // Once spilling, keep spilling: the journal is sent in order at the end.
+            if !journaled {
+                self.failed += 1;
+            }
+        } else if !self.enqueue(&payload) {
+            if journaled {
+                self.spilled_from = Some(line.seq);
+            } else {
+                self.failed += 1;
+            }
         }
         self.reap();
     }
@@ -159,26 +213,20 @@ impl Reporter {
         }
     }
 
-    fn spill(&mut self, payload: &[u8]) {
-        if self.spool.is_none() {
-            match std::fs::File::create(&self.spool_path) {
-                Ok(file) => self.spool = Some(std::io::BufWriter::new(file)),
-                Err(e) => {
-                    eprintln!("[builder] cannot spool log lines: {e}");
-                    self.failed += 1;
-                    return;
-                }
-            }
+    /// Appends a line to the journal; false if it could not be written.
+    fn journal(&mut self, payload: &[u8]) -> bool {
+        let Some(journal) = self.journal.as_mut() else {
+            return false;
+        };
+        let written = journal
+            .write_all(payload)
+            .and_then(|()| journal.write_all(b"\n"));
+        if let Err(e) = written {
+            eprintln!("[builder] the log journal failed ({e}); no longer journaling");
+            self.journal = None;
+            return false;
         }
-        let written = self.spool.as_mut().map(|spool| {
-            spool
-                .write_all(payload)
-                .and_then(|()| spool.write_all(b"\n"))
-        });
-        match written {
-            Some(Ok(())) => self.spooled += 1,
-            _ => self.failed += 1,
-        }
+        true
     }
 
     /// Takes the delivery reports that are in, without waiting.
@@ -229,8 +277,9 @@ impl Reporter {
         }
     }
 
-    /// Sends the spooled lines, then waits (at most [`FLUSH_TIMEOUT`]) until the broker
-    /// has every line. Returns how many lines could not be delivered.
+    /// Sends the lines waiting in the journal (all of them after a broker outage), then
+    /// waits (at most [`FLUSH_TIMEOUT`]) until the broker has every line. Returns how
+    /// many lines could not be delivered.
     pub async fn finish(&mut self) -> u64 {
         if self.dropped > 0 {
             let notice = format!(
@@ -249,36 +298,61 @@ impl Reporter {
         }
         let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
         let mut unsent = 0;
-        if let Some(mut spool) = self.spool.take() {
-            let _ = spool.flush();
-            drop(spool);
-            let spooled = std::mem::take(&mut self.spooled);
-            let mut sent = 0;
-            if let Ok(file) = std::fs::File::open(&self.spool_path) {
-                for payload in std::io::BufReader::new(file)
-                    .split(b'\n')
-                    .map_while(Result::ok)
-                {
-                    while !self.enqueue(&payload) {
-                        if tokio::time::Instant::now() > deadline {
-                            break;
-                        }
-                        self.reap();
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    if tokio::time::Instant::now() > deadline {
-                        break;
-                    }
-                    sent += 1;
-                }
-            }
-            unsent = spooled - sent;
-            let _ = std::fs::remove_file(&self.spool_path);
+        // After an outage, wait for the broker before deciding what to send again.
+        self.flush_until(deadline).await;
+        let resend_from = if self.outage.seen() {
+            self.system("The log broker was unreachable during the build: sending the whole log again (the log store keeps one copy of each line)")
+                .await;
+            Some(1)
+        } else {
+            self.spilled_from
+        };
+        if let Some(from) = resend_from {
+            let total = self.lines_sent();
+            let sent = self.resend(from, deadline).await;
+            unsent = (total + 1 - from).saturating_sub(sent);
         }
+        self.flush_until(deadline).await;
+        let _ = std::fs::remove_file(&self.journal_path);
+        let undelivered = unsent + self.failed + self.producer.in_flight_count().max(0) as u64;
+        undelivered.min(self.lines_sent())
+    }
+
+    /// Waits until the producer's queue is empty or `deadline` passes.
+    async fn flush_until(&mut self, deadline: tokio::time::Instant) {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let producer = self.producer.clone();
         let _ = tokio::task::spawn_blocking(move || producer.flush(remaining)).await;
         self.reap();
-        unsent + self.failed + self.producer.in_flight_count().max(0) as u64
+    }
+
+    /// Sends the journal's lines from `seq` `from` on, in order; returns how many were
+    /// handed to the producer before `deadline`.
+    async fn resend(&mut self, from: u64, deadline: tokio::time::Instant) -> u64 {
+        let Some(mut journal) = self.journal.take() else {
+            return 0;
+        };
+        if journal.flush().is_err() {
+            return 0;
+        }
+        drop(journal);
+        let Ok(file) = std::fs::File::open(&self.journal_path) else {
+            return 0;
+        };
+        let mut sent = 0;
+        let lines = std::io::BufReader::new(file)
+            .split(b'\n')
+            .map_while(Result::ok);
+        for payload in lines.skip((from - 1) as usize) {
+            while !self.enqueue(&payload) {
+                if tokio::time::Instant::now() > deadline {
+                    return sent;
+                }
+                self.reap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            sent += 1;
+        }
+        sent
     }
 }

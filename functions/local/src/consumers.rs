@@ -1,10 +1,11 @@
 //! The local stand-ins for AWS event sources: Kafka consumer loops that call the same
 //! handlers the Lambdas call.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use deploysphere_adapters::clickhouse::LogStore;
-use deploysphere_adapters::kafka::{BUILD_LOGS, DEPLOYMENT_EVENTS, consumer_config};
+use deploysphere_adapters::kafka::{BUILD_LOGS, DEPLOYMENT_EVENTS, consumer_config, create_topics};
 use deploysphere_core::BuildEvent;
 use deploysphere_events::Deployments;
 use deploysphere_log_ingest::{
@@ -12,7 +13,67 @@ use deploysphere_log_ingest::{
 };
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use tokio::task::JoinHandle;
 use tracing::{error, warn};
+
+use crate::services::{Service, start_kafka};
+
+/// Runs the Kafka broker together with the consumers that read it. When the broker
+/// dies, the consumers are stopped first (a client that meets a broker which lost its
+/// topics can crash inside librdkafka), then the broker is started again on the same
+/// port with its topics, and fresh consumers read the new log from its start. Lines
+/// the old broker held are sent again by the builders (they replay their journal
+/// after an outage), and the log store keeps one copy of each line.
+pub async fn supervise_kafka(
+    mut broker: Service,
+    logs: PathBuf,
+    port: u16,
+    deployments: Deployments,
+    store: LogStore,
+) -> anyhow::Result<()> {
+    let brokers = format!("127.0.0.1:{port}");
+    loop {
+        let mut consumers = AbortOnDrop(vec![
+            tokio::spawn(deployment_events(brokers.clone(), deployments.clone())),
+            tokio::spawn(build_logs(brokers.clone(), store.clone())),
+        ]);
+        let status = tokio::select! {
+            status = broker.exited() => status,
+            (result, index, _) = futures::future::select_all(consumers.0.iter_mut()) => {
+                let name = ["deployment-events", "build-logs"][index];
+                anyhow::bail!("the {name} consumer stopped: {result:?}");
+            }
+        };
+        drop(consumers);
+        warn!(?status, "the kafka broker stopped; starting it again");
+        let mut delay = Duration::from_millis(500);
+        broker = loop {
+            tokio::time::sleep(delay).await;
+            match start_kafka(&logs, port).await {
+                Ok(broker) => break broker,
+                Err(e) => {
+                    error!(error = %e, "the kafka broker could not start again; retrying");
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
+        if let Err(e) = create_topics(&brokers, 1).await {
+            error!(error = %e, "creating the kafka topics again failed");
+        }
+        warn!("the kafka broker is back");
+    }
+}
+
+/// Aborts its tasks when dropped.
+struct AbortOnDrop(Vec<JoinHandle<anyhow::Result<()>>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
 
 /// Applies `deployment-events` in order; the offset is committed only after the event
 /// was applied (replays are harmless: events are idempotent).

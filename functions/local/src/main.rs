@@ -211,7 +211,14 @@ async fn run(
         ),
     );
     let mut failure = None;
-    for result in [pg, redis, kafka, clickhouse] {
+    let kafka = match kafka {
+        Ok(kafka) => Some(kafka),
+        Err(e) => {
+            failure = Some(e);
+            None
+        }
+    };
+    for result in [pg, redis, clickhouse] {
         match result {
             Ok(service) => started.push(service),
             Err(e) => failure = failure.or(Some(e)),
@@ -220,6 +227,7 @@ async fn run(
     if let Some(e) = failure {
         return Err(e);
     }
+    let kafka = kafka.context("the kafka broker did not start")?;
 
     let database_url = format!(
         "postgres://postgres@127.0.0.1:{}/deploysphere",
@@ -381,11 +389,13 @@ async fn run(
         .fallback(sites::serve_site)
         .with_state(sites);
     let router = tokio::spawn(async move { axum::serve(router_listener, site_router).await });
-    let events_task = tokio::spawn(consumers::deployment_events(
-        brokers.clone(),
+    let kafka_task = tokio::spawn(consumers::supervise_kafka(
+        kafka,
+        logs.to_path_buf(),
+        args.kafka_port,
         deployments.clone(),
+        log_store.clone(),
     ));
-    let logs_task = tokio::spawn(consumers::build_logs(brokers.clone(), log_store.clone()));
     let stopped_task = {
         let deployments = deployments.clone();
         tokio::spawn(async move {
@@ -460,8 +470,7 @@ async fn run(
         }
     };
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let (mut api, mut router, mut s3_task, mut events_task, mut logs_task) =
-        (api, router, s3_task, events_task, logs_task);
+    let (mut api, mut router, mut s3_task, mut kafka_task) = (api, router, s3_task, kafka_task);
     let (mut ws_task, mut relay_task) = (ws_task, relay_task);
     let outcome = tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(()),
@@ -470,16 +479,14 @@ async fn run(
         r = &mut api => Err(anyhow::anyhow!("the API server stopped: {r:?}")),
         r = &mut router => Err(anyhow::anyhow!("the site router stopped: {r:?}")),
         r = &mut s3_task => Err(anyhow::anyhow!("the S3 server stopped: {r:?}")),
-        r = &mut events_task => Err(anyhow::anyhow!("the deployment-events consumer stopped: {r:?}")),
-        r = &mut logs_task => Err(anyhow::anyhow!("the build-logs consumer stopped: {r:?}")),
+        r = &mut kafka_task => Err(anyhow::anyhow!("the kafka broker or its consumers stopped: {r:?}")),
         r = &mut ws_task => Err(anyhow::anyhow!("the websocket gateway stopped: {r:?}")),
         r = &mut relay_task => Err(anyhow::anyhow!("the log relay stopped: {r:?}")),
     };
     // Stop our own parts before the servers they talk to.
     api.abort();
     router.abort();
-    events_task.abort();
-    logs_task.abort();
+    kafka_task.abort();
     s3_task.abort();
     ws_task.abort();
     relay_task.abort();

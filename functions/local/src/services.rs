@@ -19,6 +19,11 @@ pub struct Service {
 }
 
 impl Service {
+    /// Waits until the server exits on its own.
+    pub async fn exited(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait().await
+    }
+
     /// Asks the server to stop, then waits up to 10 s before SIGKILL.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
