@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use aws_lambda_events::encodings::MillisecondTimestamp;
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -195,29 +196,27 @@ pub struct RawRecord {
 /// The MSK event for records read by a local consumer: what the event source mapping
 /// would hand the Lambda (records grouped by `topic-partition`, base64 key and value).
 pub fn kafka_event(records: &[RawRecord]) -> KafkaEvent {
-    let mut grouped: std::collections::BTreeMap<String, Vec<serde_json::Value>> =
-        Default::default();
-    for record in records {
-        grouped
-            .entry(format!("{}-{}", record.topic, record.partition))
+    let mut event = KafkaEvent::default();
+    event.event_source = Some("aws:kafka".into());
+    event.event_source_arn = Some("local:deploysphere".into());
+    for raw in records {
+        let mut record = KafkaRecord::default();
+        record.topic = Some(raw.topic.clone());
+        record.partition = raw.partition.into();
+        record.offset = raw.offset;
+        record.timestamp = MillisecondTimestamp(
+            chrono::DateTime::from_timestamp_millis(raw.timestamp_ms).unwrap_or_default(),
+        );
+        record.timestamp_type = Some("CREATE_TIME".into());
+        record.key = raw.key.as_ref().map(|k| BASE64.encode(k));
+        record.value = raw.value.as_ref().map(|v| BASE64.encode(v));
+        event
+            .records
+            .entry(format!("{}-{}", raw.topic, raw.partition))
             .or_default()
-            .push(serde_json::json!({
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-                "timestamp": record.timestamp_ms,
-                "timestampType": "CREATE_TIME",
-                "key": record.key.as_ref().map(|k| BASE64.encode(k)),
-                "value": record.value.as_ref().map(|v| BASE64.encode(v)),
-                "headers": [],
-            }));
+            .push(record);
     }
-    let event = serde_json::json!({
-        "eventSource": "aws:kafka",
-        "eventSourceArn": "local:deploysphere",
-        "records": grouped,
-    });
-    serde_json::from_value(event).expect("the MSK event shape")
+    event
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use deploysphere_ws::{WsContext, deliver, subs_key};
+use deploysphere_ws::{WATCHED_KEY, WsContext, deliver, subs_key};
 use futures::StreamExt;
 use redis::AsyncCommands;
 use tracing::warn;
@@ -70,16 +70,26 @@ pub async fn run(ctx: WsContext, redis_url: &str) -> anyhow::Result<()> {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(TICK).await;
-                let keys: Vec<String> = match redis.keys("ws:subs:*").await {
-                    Ok(keys) => keys,
+                let now = deploysphere_adapters::now_ms() / 1000;
+                let watched: redis::RedisResult<Vec<String>> = redis::pipe()
+                    .zrembyscore(WATCHED_KEY, "-inf", now)
+                    .ignore()
+                    .zrange(WATCHED_KEY, 0, -1)
+                    .query_async::<(Vec<String>,)>(&mut redis)
+                    .await
+                    .map(|(watched,)| watched);
+                let watched = match watched {
+                    Ok(watched) => watched,
                     Err(e) => {
                         warn!(error = %e, "relay: listing subscriptions failed");
                         continue;
                     }
                 };
-                for key in keys {
-                    let deployment_id = key.trim_start_matches("ws:subs:").to_string();
-                    let members: Vec<String> = redis.smembers(&key).await.unwrap_or_default();
+                for deployment_id in watched {
+                    let members: Vec<String> = redis
+                        .smembers(subs_key(&deployment_id))
+                        .await
+                        .unwrap_or_default();
                     for connection_id in members {
                         scheduler.wake(&connection_id, &deployment_id);
                     }

@@ -68,6 +68,10 @@ fn conn_subs_key(connection_id: &str) -> String {
 pub fn subs_key(deployment_id: &str) -> String {
     format!("ws:subs:{deployment_id}")
 }
+/// The deployments that have (or recently had) a subscriber, scored by when their
+/// subscription records expire: the relay's tick walks this sorted set instead of
+/// scanning the key space, and drops the expired entries.
+pub const WATCHED_KEY: &str = "ws:watched";
 fn cursor_key(connection_id: &str, deployment_id: &str) -> String {
     format!("ws:cursor:{connection_id}:{deployment_id}")
 }
@@ -251,6 +255,12 @@ async fn message(ctx: &WsContext, connection_id: &str, body: &str) -> ApiGateway
         .sadd(subs_key(&dep), connection_id)
         .ignore()
         .expire(subs_key(&dep), ttl)
+        .ignore()
+        .zadd(
+            WATCHED_KEY,
+            &dep,
+            deploysphere_adapters::now_ms() / 1000 + ttl,
+        )
         .ignore()
         .sadd(conn_subs_key(connection_id), &dep)
         .ignore()
