@@ -46,3 +46,11 @@ if ! bin=$(tansu_bin) || [ ! -x "$bin" ]; then
 fi
 echo "$TANSU_SHA256  $bin" | sha256sum --check --status \
   || { echo "setup: $bin does not have the pinned sha256 $TANSU_SHA256" >&2; exit 1; }
+
+# A modern ClickHouse engine in-process (chDB), for the test that runs the log
+# retention (TTL) migration that the Debian 18.16 server cannot run.
+if ! python3 -c 'import chdb' 2>/dev/null; then
+  echo "setup: installing chDB (pip chdb-core==26.9.0)"
+  python3 -m pip install --quiet --no-deps chdb-core==26.9.0 2>/dev/null \
+    || python3 -m pip install --quiet --no-deps --break-system-packages chdb-core==26.9.0
+fi
