@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/deploysphere/target
 BIN := $(CARGO_TARGET_DIR)/debug
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release
 
-.PHONY: setup build dev test lint fmt bench bench-logs clean-data
+.PHONY: setup build edge dev test lint fmt bench bench-logs clean-data
 
 setup:
 	@scripts/setup.sh
@@ -17,8 +17,23 @@ build: setup
 dev: build
 	$(BIN)/deploysphere dev
 
+## The Lambda@Edge package: the routing crate as wasm plus its Node.js handler, zipped
+## (dist/edge.zip). DOMAIN, BUCKET and REGION go into its config.json (Lambda@Edge has
+## no environment variables).
+DOMAIN ?= sites.test
+BUCKET ?= deploysphere-sites
+REGION ?= us-east-1
+edge: setup
+	cargo build -p deploysphere-edge-wasm --target wasm32-unknown-unknown --profile edge
+	@rm -rf dist/edge dist/edge.zip && mkdir -p dist/edge
+	cp functions/edge-wasm/node/index.mjs functions/edge-wasm/node/router.mjs dist/edge/
+	cp $(CARGO_TARGET_DIR)/wasm32-unknown-unknown/edge/deploysphere_edge_wasm.wasm dist/edge/router.wasm
+	printf '{"domain": "%s", "bucket": "%s", "region": "%s"}\n' '$(DOMAIN)' '$(BUCKET)' '$(REGION)' > dist/edge/config.json
+	cd dist/edge && python3 -m zipfile -c ../edge.zip index.mjs router.mjs router.wasm config.json
+	@echo "dist/edge.zip: $$(stat -c %s dist/edge.zip) bytes"
+
 ## Unit and end-to-end tests against real Postgres, Kafka (tansu), ClickHouse, S3 and bubblewrap.
-test: build
+test: build edge
 	@scripts/test.sh
 
 lint:

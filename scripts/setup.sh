@@ -54,3 +54,9 @@ if ! python3 -c 'import chdb' 2>/dev/null; then
   python3 -m pip install --quiet --no-deps chdb-core==26.9.0 2>/dev/null \
     || python3 -m pip install --quiet --no-deps --break-system-packages chdb-core==26.9.0
 fi
+
+# The Lambda@Edge router is the routing crate compiled to wasm.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  echo "setup: adding the rust target wasm32-unknown-unknown"
+  rustup target add wasm32-unknown-unknown
+fi

@@ -165,6 +165,126 @@ pub fn if_none_match(header: &str, etag: &str) -> bool {
         .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == bare)
 }
 
+/// A plain-text answer's words, shared by every shape of the router.
+pub mod messages {
+    pub const METHOD: &str = "Only GET and HEAD are allowed.\n";
+    pub const NO_SITE: &str = "No site is served at this host.\n";
+    pub const NO_DEPLOYMENT: &str = "This project has no ready deployment.\n";
+    pub const NO_FILES: &str = "This deployment has no files.\n";
+    pub const MALFORMED: &str = "Malformed path.\n";
+    pub const NOT_FOUND: &str = "Not found.\n";
+    pub const UNAVAILABLE: &str = "The site is temporarily unavailable.\n";
+}
+
+/// What to answer a request with, decided without I/O. The local router and the
+/// Lambda@Edge handler both carry it out: they differ only in where bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Decision {
+    /// The content of blob `blob` (`size` bytes) with `status`; no body for HEAD.
+    File {
+        status: u16,
+        blob: String,
+        size: u64,
+        body: bool,
+        headers: Vec<(String, String)>,
+    },
+    /// 304: the client's copy is current.
+    NotModified { headers: Vec<(String, String)> },
+    /// A short plain-text answer (405, 400, 404, 502).
+    Plain {
+        status: u16,
+        message: String,
+        headers: Vec<(String, String)>,
+    },
+}
+
+impl Decision {
+    /// A plain-text answer, never cached; a 405 also says which methods are allowed.
+    pub fn plain(status: u16, message: &str) -> Decision {
+        let mut headers = vec![
+            ("content-type".into(), "text/plain; charset=utf-8".into()),
+            ("cache-control".into(), "no-store".into()),
+        ];
+        if status == 405 {
+            headers.push(("allow".into(), "GET, HEAD".into()));
+        }
+        Decision::Plain {
+            status,
+            message: message.to_string(),
+            headers,
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            Decision::File { status, .. } | Decision::Plain { status, .. } => *status,
+            Decision::NotModified { .. } => 304,
+        }
+    }
+
+    pub fn headers(&self) -> &[(String, String)] {
+        match self {
+            Decision::File { headers, .. }
+            | Decision::NotModified { headers }
+            | Decision::Plain { headers, .. } => headers,
+        }
+    }
+}
+
+/// Step 0, before any lookup: the method and the host. `Ok` is the host's label (the
+/// key of its route: `slug` or `slug-shortid`).
+pub fn decide_host(method: &str, host: &str, domain: &str) -> Result<String, Decision> {
+    if method != "GET" && method != "HEAD" {
+        return Err(Decision::plain(405, messages::METHOD));
+    }
+    match parse_host(host, domain) {
+        Some(HostTarget::Production { slug }) => Ok(slug),
+        Some(HostTarget::Deployment { slug, short_id }) => Ok(format!("{slug}-{short_id}")),
+        None => Err(Decision::plain(404, messages::NO_SITE)),
+    }
+}
+
+/// The last step, once the host's deployment and its manifest are known: which file,
+/// which status, which headers.
+pub fn decide(
+    method: &str,
+    target: &str,
+    if_none_match_header: Option<&str>,
+    deployment_id: &str,
+    manifest: &Manifest,
+    options: &RouteOptions,
+) -> Decision {
+    let Ok(path) = normalize_path(target) else {
+        return Decision::plain(400, messages::MALFORMED);
+    };
+    let (entry, status) = match resolve(manifest, &path, options) {
+        Resolved::File { entry, status, .. } => (entry, status),
+        Resolved::NotFound => return Decision::plain(404, messages::NOT_FOUND),
+    };
+    let tag = etag(entry);
+    let headers = vec![
+        ("content-type".to_string(), entry.content_type.clone()),
+        ("cache-control".to_string(), entry.cache_control.clone()),
+        ("etag".to_string(), tag.clone()),
+        ("x-content-type-options".to_string(), "nosniff".to_string()),
+        (
+            "x-deploysphere-deployment".to_string(),
+            deployment_id.to_string(),
+        ),
+    ];
+    if status == 200 && if_none_match_header.is_some_and(|h| if_none_match(h, &tag)) {
+        return Decision::NotModified { headers };
+    }
+    Decision::File {
+        status,
+        blob: entry.blob.clone(),
+        size: entry.size,
+        body: method != "HEAD",
+        headers,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::Response;
 use bytes::Bytes;
 use deploysphere_adapters::pg::Db;
 use deploysphere_adapters::s3::ObjectStore;
 use deploysphere_core::Manifest;
 use deploysphere_core::manifest::blob_key;
 use deploysphere_edge_router::{
-    HostTarget, Resolved, RouteOptions, etag, if_none_match, normalize_path, parse_host, resolve,
+    Decision, HostTarget, RouteOptions, decide, decide_host, messages, parse_host,
 };
 
 /// How long a host -> deployment answer is reused: alias moves show within this time.
@@ -52,7 +52,7 @@ impl Sites {
     /// Step 1: host -> (deployment id, manifest key).
     async fn deployment_for(&self, host: &str) -> Result<RouteAnswer, Response> {
         let target = parse_host(host, &self.domain)
-            .ok_or_else(|| plain(StatusCode::NOT_FOUND, "No site is served at this host.\n"))?;
+            .ok_or_else(|| plain(StatusCode::NOT_FOUND, messages::NO_SITE))?;
         let cache_key = match &target {
             HostTarget::Production { slug } => slug.clone(),
             HostTarget::Deployment { slug, short_id } => format!("{slug}-{short_id}"),
@@ -70,7 +70,7 @@ impl Sites {
             tracing::error!(error = %e, "route lookup failed");
             plain(
                 StatusCode::BAD_GATEWAY,
-                "The site is temporarily unavailable.\n",
+                messages::UNAVAILABLE,
             )
         })?
         .map(|(id, key)| (id.to_string(), key));
@@ -98,10 +98,10 @@ impl Sites {
                 tracing::error!(error = %e, "manifest fetch failed");
                 plain(
                     StatusCode::BAD_GATEWAY,
-                    "The site is temporarily unavailable.\n",
+                    messages::UNAVAILABLE,
                 )
             })?
-            .ok_or_else(|| plain(StatusCode::NOT_FOUND, "This deployment has no files.\n"))?;
+            .ok_or_else(|| plain(StatusCode::NOT_FOUND, messages::NO_FILES))?;
         let manifest = Arc::new(manifest);
         let mut manifests = self.manifests.lock().expect("manifests lock");
         if manifests.len() >= MAX_CACHED_MANIFESTS {
@@ -125,7 +125,7 @@ impl Sites {
             .ok_or_else(|| {
                 plain(
                     StatusCode::BAD_GATEWAY,
-                    "The file is temporarily unavailable.\n",
+                    messages::UNAVAILABLE,
                 )
             })?;
         if bytes.len() <= BLOB_CACHE_MAX_FILE {
@@ -141,16 +141,8 @@ impl Sites {
     }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response {
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        text,
-    )
-        .into_response()
+fn plain(status: StatusCode, text: &str) -> Response {
+    respond(Decision::plain(status.as_u16(), text), None)
 }
 
 pub async fn serve_site(
@@ -164,64 +156,61 @@ pub async fn serve_site(
     }
 }
 
+/// Carries out the routing crate's decisions: the lookups in between are the only
+/// part of this router that is not shared with the edge handler.
 async fn route(
     sites: &Sites,
     method: &Method,
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<Response, Response> {
-    if method != Method::GET && method != Method::HEAD {
-        let mut response = plain(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "Only GET and HEAD are allowed.\n",
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return Err(response);
-    }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| uri.host())
         .unwrap_or("");
-    let (deployment_id, manifest_key) = sites.deployment_for(host).await?.ok_or_else(|| {
-        plain(
-            StatusCode::NOT_FOUND,
-            "This project has no ready deployment.\n",
-        )
-    })?;
+    decide_host(method.as_str(), host, &sites.domain).map_err(|d| respond(d, None))?;
+    let (deployment_id, manifest_key) = sites
+        .deployment_for(host)
+        .await?
+        .ok_or_else(|| plain(StatusCode::NOT_FOUND, messages::NO_DEPLOYMENT))?;
     let manifest = sites.manifest(&manifest_key).await?;
-    let path = normalize_path(uri.path())
-        .map_err(|_| plain(StatusCode::BAD_REQUEST, "Malformed path.\n"))?;
-    let (entry, status) = match resolve(&manifest, &path, &RouteOptions::default()) {
-        Resolved::File { entry, status, .. } => (entry, status),
-        Resolved::NotFound => return Err(plain(StatusCode::NOT_FOUND, "Not found.\n")),
+    let condition = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let decision = decide(
+        method.as_str(),
+        uri.path(),
+        condition,
+        &deployment_id,
+        &manifest,
+        &RouteOptions::default(),
+    );
+    let bytes = match &decision {
+        Decision::File {
+            blob, body: true, ..
+        } => Some(sites.blob(blob).await?),
+        _ => None,
     };
-    let tag = etag(entry);
+    Ok(respond(decision, bytes))
+}
+
+/// The HTTP response for a decision; `bytes` is the file's content when it has a body.
+fn respond(decision: Decision, bytes: Option<Bytes>) -> Response {
     let mut builder = Response::builder()
-        .header(header::CONTENT_TYPE, &entry.content_type)
-        .header(header::CACHE_CONTROL, &entry.cache_control)
-        .header(header::ETAG, &tag)
-        .header("x-content-type-options", "nosniff")
-        .header("x-deploysphere-deployment", &deployment_id);
-    let not_modified = status == 200
-        && headers
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|condition| if_none_match(condition, &tag));
-    if not_modified {
-        return Ok(builder
-            .status(StatusCode::NOT_MODIFIED)
-            .body(Body::empty())
-            .expect("valid response"));
+        .status(StatusCode::from_u16(decision.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    for (name, value) in decision.headers() {
+        builder = builder.header(name.as_str(), value.as_str());
     }
-    builder = builder
-        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
-        .header(header::CONTENT_LENGTH, entry.size);
-    if method == Method::HEAD {
-        return Ok(builder.body(Body::empty()).expect("valid response"));
-    }
-    let bytes = sites.blob(&entry.blob).await?;
-    Ok(builder.body(Body::from(bytes)).expect("valid response"))
+    let body = match decision {
+        Decision::File { size, .. } => {
+            builder = builder.header(header::CONTENT_LENGTH, size);
+            bytes.map(Body::from).unwrap_or_else(Body::empty)
+        }
+        Decision::NotModified { .. } => Body::empty(),
+        Decision::Plain { message, .. } => Body::from(message),
+    };
+    builder.body(body).unwrap_or_else(|_| {
+        plain(StatusCode::INTERNAL_SERVER_ERROR, messages::UNAVAILABLE)
+    })
 }
