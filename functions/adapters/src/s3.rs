@@ -139,6 +139,19 @@ impl ObjectStore {
             .map_err(service_error(key))
     }
 
+    /// Writes a small JSON object that readers must not cache (routing records).
+    pub async fn put_json(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError> {
+        let body = serde_json::to_vec(value)
+            .map_err(|e| StoreError::Invalid(key.to_string(), e.to_string()))?;
+        self.put(
+            key,
+            ByteStream::from(body),
+            "application/json",
+            Some("no-cache"),
+        )
+        .await
+    }
+
     /// Reads a whole object; `None` when it does not exist.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let output = match self

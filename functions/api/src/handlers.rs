@@ -343,7 +343,7 @@ pub async fn promote(
             deployment.state
         )));
     }
-    if !state.db.promote(project.id, deployment.id).await? {
+    if !state.deployments.promote(project.id, deployment.id).await? {
         return Err(ApiError::conflict("deployment is no longer READY"));
     }
     let project = owned_project(&state, &auth, &id).await?;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use deploysphere_adapters::pg::{Db, DbError, Deployment, StateChange};
+use deploysphere_adapters::s3::ObjectStore;
 use deploysphere_core::{
     BuildEvent, BuildEventKind, BuildSpec, DeploymentState, Launcher, Limits, Transition,
     TransitionError, transition,
@@ -53,12 +54,64 @@ pub enum Applied {
     Unchanged,
 }
 
+/// The routes the edge router reads: one record per host label in the sites bucket,
+/// `edge/hosts/<slug>.json` (the production alias) and `edge/hosts/<slug>-<8 chars of
+/// the id>.json` (one immutable deployment), each `{deployment_id, manifest_key}`.
+/// Written after Postgres changed, from what Postgres says then, so a late writer
+/// never leaves an older alias behind for long.
+#[derive(Clone)]
+pub struct EdgeRoutes {
+    store: ObjectStore,
+}
+
+pub fn edge_host_key(label: &str) -> String {
+    format!("edge/hosts/{label}.json")
+}
+
+impl EdgeRoutes {
+    pub fn new(store: ObjectStore) -> Self {
+        EdgeRoutes { store }
+    }
+
+    /// Publishes a READY deployment's own host, then its project's production alias.
+    pub async fn publish(&self, db: &Db, deployment: &Deployment) {
+        if deployment.state == DeploymentState::Ready
+            && let Some(manifest_key) = &deployment.manifest_key
+        {
+            let id = deployment.id.to_string();
+            let label = format!("{}-{}", deployment.project_slug, &id[..8]);
+            self.put(&label, &id, manifest_key).await;
+        }
+        self.publish_production(db, &deployment.project_slug).await;
+    }
+
+    /// Publishes where a project's production alias points now.
+    pub async fn publish_production(&self, db: &Db, slug: &str) {
+        match db.route(slug, None).await {
+            Ok(Some((id, manifest_key))) => self.put(slug, &id.to_string(), &manifest_key).await,
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, slug, "edge route: reading the alias failed"),
+        }
+    }
+
+    async fn put(&self, label: &str, deployment_id: &str, manifest_key: &str) {
+        let record = serde_json::json!({
+            "deployment_id": deployment_id,
+            "manifest_key": manifest_key,
+        });
+        if let Err(e) = self.store.put_json(&edge_host_key(label), &record).await {
+            warn!(error = %e, label, "edge route: writing the host record failed");
+        }
+    }
+}
+
 /// The deployment lifecycle service: state changes, promotion and scheduling.
 #[derive(Clone)]
 pub struct Deployments {
     pub db: Db,
     launcher: Arc<dyn Launcher>,
     config: SchedulerConfig,
+    edge: Option<EdgeRoutes>,
 }
 
 impl Deployments {
@@ -67,7 +120,29 @@ impl Deployments {
             db,
             launcher,
             config,
+            edge: None,
         }
+    }
+
+    /// Also keeps the edge router's host records up to date.
+    pub fn with_edge_routes(mut self, edge: EdgeRoutes) -> Self {
+        self.edge = Some(edge);
+        self
+    }
+
+    /// Points a project's production alias at one of its READY deployments (rollback
+    /// or roll-forward); false when it is not one.
+    pub async fn promote(&self, project_id: Uuid, deployment_id: Uuid) -> Result<bool, EventError> {
+        if !self.db.promote(project_id, deployment_id).await? {
+            return Ok(false);
+        }
+        if let (Some(edge), Some(deployment)) =
+            (&self.edge, self.db.deployment(deployment_id).await?)
+        {
+            edge.publish_production(&self.db, &deployment.project_slug)
+                .await;
+        }
+        Ok(true)
     }
 
     /// Moves a deployment towards `target` with a compare-and-set, retrying when
@@ -104,6 +179,14 @@ impl Deployments {
                             let mut deployment = deployment;
                             deployment.state = next;
                             deployment.is_production = deployment.is_production || promoted;
+                            if let Some(key) = manifest_key {
+                                deployment.manifest_key = Some(key.to_string());
+                            }
+                            if next == DeploymentState::Ready
+                                && let Some(edge) = &self.edge
+                            {
+                                edge.publish(&self.db, &deployment).await;
+                            }
                             return Ok((Applied::Moved(next), deployment));
                         }
                     }

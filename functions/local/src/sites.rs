@@ -68,10 +68,7 @@ impl Sites {
         }
         .map_err(|e| {
             tracing::error!(error = %e, "route lookup failed");
-            plain(
-                StatusCode::BAD_GATEWAY,
-                messages::UNAVAILABLE,
-            )
+            plain(StatusCode::BAD_GATEWAY, messages::UNAVAILABLE)
         })?
         .map(|(id, key)| (id.to_string(), key));
         let mut routes = self.routes.lock().expect("routes lock");
@@ -96,10 +93,7 @@ impl Sites {
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "manifest fetch failed");
-                plain(
-                    StatusCode::BAD_GATEWAY,
-                    messages::UNAVAILABLE,
-                )
+                plain(StatusCode::BAD_GATEWAY, messages::UNAVAILABLE)
             })?
             .ok_or_else(|| plain(StatusCode::NOT_FOUND, messages::NO_FILES))?;
         let manifest = Arc::new(manifest);
@@ -122,12 +116,7 @@ impl Sites {
             .await
             .ok()
             .flatten()
-            .ok_or_else(|| {
-                plain(
-                    StatusCode::BAD_GATEWAY,
-                    messages::UNAVAILABLE,
-                )
-            })?;
+            .ok_or_else(|| plain(StatusCode::BAD_GATEWAY, messages::UNAVAILABLE))?;
         if bytes.len() <= BLOB_CACHE_MAX_FILE {
             let mut cache = self.blobs.lock().expect("blobs lock");
             if cache.0 + bytes.len() > BLOB_CACHE_BYTES {
@@ -197,8 +186,9 @@ async fn route(
 
 /// The HTTP response for a decision; `bytes` is the file's content when it has a body.
 fn respond(decision: Decision, bytes: Option<Bytes>) -> Response {
-    let mut builder = Response::builder()
-        .status(StatusCode::from_u16(decision.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    let mut builder = Response::builder().status(
+        StatusCode::from_u16(decision.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    );
     for (name, value) in decision.headers() {
         builder = builder.header(name.as_str(), value.as_str());
     }
@@ -210,7 +200,7 @@ fn respond(decision: Decision, bytes: Option<Bytes>) -> Response {
         Decision::NotModified { .. } => Body::empty(),
         Decision::Plain { message, .. } => Body::from(message),
     };
-    builder.body(body).unwrap_or_else(|_| {
-        plain(StatusCode::INTERNAL_SERVER_ERROR, messages::UNAVAILABLE)
-    })
+    builder
+        .body(body)
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, messages::UNAVAILABLE))
 }
