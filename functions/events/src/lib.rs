@@ -374,3 +374,4 @@ impl EventError {
         )
     }
 }
+pub mod ecs;
