@@ -60,3 +60,10 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
   echo "setup: adding the rust target wasm32-unknown-unknown"
   rustup target add wasm32-unknown-unknown
 fi
+
+# The AWS API emulator for the ECS/STS launcher tests (AWS control planes cannot run here).
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "setup: installing moto (pip moto[server]==5.2.1)"
+  python3 -m pip install --quiet 'moto[server]==5.2.1' 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages 'moto[server]==5.2.1'
+fi

@@ -120,6 +120,7 @@ fn start() -> Platform {
         bucket: info["s3"]["bucket"].as_str().unwrap_or_default().into(),
         access_key: info["s3"]["access_key"].as_str().unwrap_or_default().into(),
         secret_key: info["s3"]["secret_key"].as_str().unwrap_or_default().into(),
+        session_token: None,
     };
     Platform {
         api: format!("http://127.0.0.1:{}", ports[0]),

@@ -25,6 +25,7 @@ fn config() -> anyhow::Result<(BuildSpec, BuilderConfig)> {
             bucket: env("DEPLOYSPHERE_S3_BUCKET")?,
             access_key: env("DEPLOYSPHERE_S3_ACCESS_KEY")?,
             secret_key: env("DEPLOYSPHERE_S3_SECRET_KEY")?,
+            session_token: std::env::var("DEPLOYSPHERE_S3_SESSION_TOKEN").ok(),
         },
         redis_url: std::env::var("DEPLOYSPHERE_REDIS_URL").ok(),
         work_dir: PathBuf::from(

@@ -15,6 +15,8 @@ pub struct S3Config {
     pub bucket: String,
     pub access_key: String,
     pub secret_key: String,
+    /// Set with temporary credentials (a build task's narrowed STS session).
+    pub session_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +42,7 @@ impl ObjectStore {
         let credentials = Credentials::new(
             &config.access_key,
             &config.secret_key,
-            None,
+            config.session_token.clone(),
             None,
             "deploysphere",
         );

@@ -123,7 +123,10 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> TaskStateChangeEvent {
-        let path = format!("{}/../../tests/fixtures/events/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../../tests/fixtures/events/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("event")
     }
 

@@ -272,6 +272,7 @@ async fn run(
         bucket: S3_BUCKET.into(),
         access_key: S3_ACCESS_KEY.into(),
         secret_key: s3_secret.clone(),
+        session_token: None,
     };
     let store = ObjectStore::new(&s3_config);
     store

@@ -1,0 +1,261 @@
+//! The AWS shape's build launcher: one ECS Fargate task per build.
+//!
+//! `launch` runs the build task definition in the platform's private subnets with the
+//! deployment in the `builder` container's overrides, tagged (`startedBy`) with the
+//! deployment id so that `cancel` finds it again with `ListTasks` and the EventBridge
+//! handler can name the deployment of a stopped task. The task definition has no task
+//! role: user build code runs in the task and could read a task role's credentials.
+//! Instead the builder gets short-lived credentials of the build upload role, narrowed
+//! by a session policy to this deployment's own objects (`staging/<id>/*` and
+//! `manifests/<id>.json`), read access to the shared blobs (to skip uploads that are
+//! there already) and writing to the log topics.
+
+use aws_credential_types::Credentials;
+use aws_sdk_ecs::types::{
+    AssignPublicIp, AwsVpcConfiguration, ContainerOverride, KeyValuePair, LaunchType,
+    NetworkConfiguration, TaskOverride,
+};
+use aws_smithy_http_client::Builder as HttpClientBuilder;
+use aws_types::SdkConfig;
+use aws_types::region::Region;
+use deploysphere_core::{BuildSpec, LaunchError, Launcher};
+use tracing::info;
+
+/// The build task definition's container that runs the builder.
+pub const BUILD_CONTAINER: &str = "builder";
+
+/// Where and how build tasks run.
+#[derive(Debug, Clone)]
+pub struct EcsSettings {
+    pub cluster: String,
+    /// Family, `family:revision` or ARN of the build task definition.
+    pub task_definition: String,
+    pub subnets: Vec<String>,
+    pub security_group: String,
+    /// The role whose narrowed credentials the builder gets.
+    pub upload_role_arn: String,
+    pub bucket: String,
+    /// `aws`, `aws-cn` or `aws-us-gov`.
+    pub partition: String,
+}
+
+/// How to reach AWS: the region, and for tests an endpoint (an emulator) and keys.
+#[derive(Debug, Clone, Default)]
+pub struct AwsAccess {
+    pub region: String,
+    pub endpoint: Option<String>,
+    /// Keys to sign with; `None` reads `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`
+    /// and `AWS_SESSION_TOKEN` (what Lambda sets).
+    pub credentials: Option<(String, String)>,
+}
+
+impl AwsAccess {
+    /// The SDK configuration for these settings.
+    pub fn sdk_config(&self) -> Result<SdkConfig, LaunchError> {
+        let credentials = match &self.credentials {
+            Some((key, secret)) => Credentials::new(key, secret, None, None, "deploysphere"),
+            None => {
+                let var = |name: &str| {
+                    std::env::var(name).map_err(|_| LaunchError(format!("{name} is not set")))
+                };
+                Credentials::new(
+                    var("AWS_ACCESS_KEY_ID")?,
+                    var("AWS_SECRET_ACCESS_KEY")?,
+                    std::env::var("AWS_SESSION_TOKEN").ok(),
+                    None,
+                    "environment",
+                )
+            }
+        };
+        let mut builder = SdkConfig::builder()
+            .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+            .region(Region::new(self.region.clone()))
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
+            )
+            // Plain HTTP: enough for emulators on loopback. Builds for AWS use TLS
+            // (not done yet, see functions/ecs in DEVELOPING.md).
+            .http_client(HttpClientBuilder::new().build_http());
+        if let Some(endpoint) = &self.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        Ok(builder.build())
+    }
+}
+
+pub struct EcsLauncher {
+    ecs: aws_sdk_ecs::Client,
+    sts: aws_sdk_sts::Client,
+    settings: EcsSettings,
+}
+
+impl EcsLauncher {
+    pub fn new(access: &AwsAccess, settings: EcsSettings) -> Result<Self, LaunchError> {
+        let config = access.sdk_config()?;
+        Ok(EcsLauncher {
+            ecs: aws_sdk_ecs::Client::new(&config),
+            sts: aws_sdk_sts::Client::new(&config),
+            settings,
+        })
+    }
+
+    /// The session policy that narrows the upload role to one deployment.
+    pub fn session_policy(&self, deployment_id: &str) -> String {
+        let bucket = format!(
+            "arn:{}:s3:::{}",
+            self.settings.partition, self.settings.bucket
+        );
+        serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "OwnObjects",
+                    "Effect": "Allow",
+                    "Action": ["s3:PutObject"],
+                    "Resource": [
+                        format!("{bucket}/staging/{deployment_id}/*"),
+                        format!("{bucket}/manifests/{deployment_id}.json"),
+                    ],
+                },
+                {
+                    "Sid": "SharedBlobsReadOnly",
+                    "Effect": "Allow",
+                    "Action": ["s3:GetObject"],
+                    "Resource": [format!("{bucket}/blobs/*")],
+                },
+                {
+                    "Sid": "LogTopics",
+                    "Effect": "Allow",
+                    "Action": [
+                        "kafka-cluster:Connect",
+                        "kafka-cluster:DescribeTopic",
+                        "kafka-cluster:WriteData",
+                    ],
+                    "Resource": "*",
+                },
+            ],
+        })
+        .to_string()
+    }
+
+    /// Short-lived credentials for one build (an hour, the role's maximum session).
+    async fn build_credentials(
+        &self,
+        deployment_id: &str,
+    ) -> Result<Vec<KeyValuePair>, LaunchError> {
+        let assumed = self
+            .sts
+            .assume_role()
+            .role_arn(&self.settings.upload_role_arn)
+            .role_session_name(format!(
+                "build-{}",
+                &deployment_id[..deployment_id.len().min(36)]
+            ))
+            .policy(self.session_policy(deployment_id))
+            .duration_seconds(3600)
+            .send()
+            .await
+            .map_err(|e| LaunchError(format!("assuming the build upload role: {e:?}")))?;
+        let credentials = assumed
+            .credentials()
+            .ok_or_else(|| LaunchError("STS returned no credentials".into()))?;
+        Ok(vec![
+            env("DEPLOYSPHERE_S3_ACCESS_KEY", credentials.access_key_id()),
+            env(
+                "DEPLOYSPHERE_S3_SECRET_KEY",
+                credentials.secret_access_key(),
+            ),
+            env("DEPLOYSPHERE_S3_SESSION_TOKEN", credentials.session_token()),
+        ])
+    }
+
+    /// The ARNs of the running (or starting) tasks of a deployment.
+    pub async fn tasks_of(&self, deployment_id: &str) -> Result<Vec<String>, LaunchError> {
+        let listed = self
+            .ecs
+            .list_tasks()
+            .cluster(&self.settings.cluster)
+            .started_by(deployment_id)
+            .send()
+            .await
+            .map_err(|e| LaunchError(format!("listing build tasks: {e:?}")))?;
+        Ok(listed.task_arns().to_vec())
+    }
+}
+
+fn env(name: &str, value: &str) -> KeyValuePair {
+    KeyValuePair::builder().name(name).value(value).build()
+}
+
+#[async_trait::async_trait]
+impl Launcher for EcsLauncher {
+    async fn launch(&self, spec: BuildSpec) -> Result<(), LaunchError> {
+        let id = spec.deployment_id.clone();
+        let spec_json = serde_json::to_string(&spec).map_err(|e| LaunchError(e.to_string()))?;
+        let mut environment = vec![
+            env("DEPLOYSPHERE_DEPLOYMENT_ID", &id),
+            env("DEPLOYSPHERE_BUILD_SPEC", &spec_json),
+            env("DEPLOYSPHERE_S3_BUCKET", &self.settings.bucket),
+        ];
+        environment.extend(self.build_credentials(&id).await?);
+        let overrides = TaskOverride::builder()
+            .container_overrides(
+                ContainerOverride::builder()
+                    .name(BUILD_CONTAINER)
+                    .set_environment(Some(environment))
+                    .build(),
+            )
+            .build();
+        let network = NetworkConfiguration::builder()
+            .awsvpc_configuration(
+                AwsVpcConfiguration::builder()
+                    .set_subnets(Some(self.settings.subnets.clone()))
+                    .security_groups(&self.settings.security_group)
+                    .assign_public_ip(AssignPublicIp::Disabled)
+                    .build()
+                    .map_err(|e| LaunchError(e.to_string()))?,
+            )
+            .build();
+        let ran = self
+            .ecs
+            .run_task()
+            .cluster(&self.settings.cluster)
+            .task_definition(&self.settings.task_definition)
+            .launch_type(LaunchType::Fargate)
+            .count(1)
+            .started_by(&id)
+            .network_configuration(network)
+            .overrides(overrides)
+            .send()
+            .await
+            .map_err(|e| LaunchError(format!("RunTask: {e:?}")))?;
+        if let Some(failure) = ran.failures().first() {
+            return Err(LaunchError(format!(
+                "RunTask failed: {} {}",
+                failure.reason().unwrap_or("unknown reason"),
+                failure.detail().unwrap_or("")
+            )));
+        }
+        let arn = ran
+            .tasks()
+            .first()
+            .and_then(|t| t.task_arn())
+            .ok_or_else(|| LaunchError("RunTask started no task".into()))?;
+        info!(deployment_id = %id, task = arn, "build task started");
+        Ok(())
+    }
+
+    async fn cancel(&self, deployment_id: &str) -> Result<(), LaunchError> {
+        for arn in self.tasks_of(deployment_id).await? {
+            self.ecs
+                .stop_task()
+                .cluster(&self.settings.cluster)
+                .task(&arn)
+                .reason("Deployment canceled")
+                .send()
+                .await
+                .map_err(|e| LaunchError(format!("StopTask: {e:?}")))?;
+        }
+        Ok(())
+    }
+}
