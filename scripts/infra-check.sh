@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Offline checks of the CloudFormation/SAM templates in infra/, with no AWS account:
-#   1. cfn-lint (errors, warnings and informational findings; template.yaml in several
-#      regions, edge.yaml in us-east-1, where it must be deployed);
-#   2. checkov (CloudFormation policies) on every template;
-#   3. a skip audit: every `Metadata: checkov: skip:` entry names one check and gives a
-#      one-line reason, and still suppresses a real failure (a skip whose check would
-#      pass without it is stale and must go).
-# Exits non-zero on any finding and ends with a one-line summary.
+#   1. cfn-lint on every template (errors, warnings and informational findings;
+#      template.yaml for several regions, edge.yaml for us-east-1 where it must live);
+#   2. checkov (CloudFormation policies) on every template. checkov resolves
+#      Conditions with the parameter defaults and drops resources whose condition is
+#      false, so templates with a KafkaMode parameter are scanned a second time with
+#      KafkaMode=Provisioned (the MSK provisioned cluster and its log group);
+#   3. a skip audit: each `Metadata: checkov: skip:` entry names one check with a
+#      one-line reason, is evaluated by checkov, and still suppresses a real failure
+#      (the templates are scanned again without their skips).
+# Prints the findings, then a one-line summary; exits non-zero on any finding.
 #
 # Tools are pinned and installed only when missing. checkov goes into its own virtual
 # environment under ~/.cache/deploysphere/tools: its dependency pins (boto3 1.35,
-# networkx 2.x, ...) would otherwise downgrade the boto3/botocore that awscli and
-# moto use on this machine, so a `pip install --no-deps` of it into the system
-# Python is not an option. cfn-lint is used from PATH when it is the pinned version.
+# networkx 2.x, ...) would downgrade the boto3/botocore that awscli and moto use on
+# this machine, so installing it into the system Python (even with --no-deps, which
+# leaves it broken) is not an option. cfn-lint is used from PATH when it is the
+# pinned version, else installed the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,7 +62,6 @@ run_py() {
   esac
 }
 
-# cfn-lint: the one on PATH if it is the pinned version, else a private environment.
 if python3 -c "import sys; from cfnlint.version import __version__ as v; sys.exit(v != '$CFN_LINT_VERSION')" 2>/dev/null; then
   CFN_ENV=$(command -v python3)
 else
@@ -75,7 +78,64 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# 1. cfn-lint -----------------------------------------------------------------------
+# checkov DIR NAME: scans DIR into $work/NAME.json.
+checkov() {
+  run_py "$CHECKOV_ENV" -m checkov.main --framework cloudformation --skip-download \
+    -o json -d "$1" >"$work/$2.json" 2>"$work/$2.stderr" || true
+}
+
+# The templates as JSON for the other scans: the KafkaMode=Provisioned variant, and
+# both variants without their checkov skips; plus the static part of the skip audit.
+run_py "$CFN_ENV" - "$work" "${templates[@]}" >"$work/audit-static.txt" <<'PY'
+import copy, json, os, re, sys
+from cfnlint.decode import decode
+
+work, templates = sys.argv[1], sys.argv[2:]
+declared = []
+
+def write(variant, stem, template):
+    os.makedirs(f"{work}/{variant}", exist_ok=True)
+    with open(f"{work}/{variant}/{stem}.json", "w") as f:
+        json.dump(template, f, indent=1)
+
+for path in templates:
+    stem = os.path.basename(path).rsplit(".", 1)[0]
+    template, matches = decode(path)
+    if matches or template is None:
+        print(f"{path}: does not parse: {matches}")
+        continue
+    variants = {"default": template}
+    if "KafkaMode" in (template.get("Parameters") or {}):
+        provisioned = copy.deepcopy(template)
+        provisioned["Parameters"]["KafkaMode"]["Default"] = "Provisioned"
+        variants["provisioned"] = provisioned
+        write("scan-provisioned", stem, provisioned)
+    for variant, doc in variants.items():
+        doc = copy.deepcopy(doc)
+        for name, resource in (doc.get("Resources") or {}).items():
+            meta = resource.get("Metadata") or {}
+            skips = (meta.get("checkov") or {}).get("skip")
+            if skips is None:
+                continue
+            if variant == "default":
+                for skip in skips:
+                    check = str(skip.get("id", ""))
+                    comment = str(skip.get("comment", "")).strip()
+                    declared.append([stem, name, check])
+                    if not re.fullmatch(r"CKV2?_AWS_[0-9]+", check):
+                        print(f"{path}: {name}: skip of {check!r}: one AWS check id per skip, no blanket skips")
+                    if len(comment) < 20 or "\n" in comment:
+                        print(f"{path}: {name}: skip of {check}: needs a one-line reason")
+            del meta["checkov"]
+        write(f"unskipped-{variant}", stem, doc)
+
+with open(f"{work}/declared.json", "w") as f:
+    json.dump(declared, f)
+PY
+
+# 1. cfn-lint, while the four checkov scans run (two at a time: two cores).
+checkov infra scan-default &
+[ ! -d "$work/scan-provisioned" ] || checkov "$work/scan-provisioned" scan-provisioned &
 lint_findings=0
 for template in "${templates[@]}"; do
   case $template in
@@ -92,95 +152,83 @@ for template in "${templates[@]}"; do
   fi
   lint_findings=$((lint_findings + n))
 done
+wait
+checkov "$work/unskipped-default" unskipped-default &
+[ ! -d "$work/unskipped-provisioned" ] || checkov "$work/unskipped-provisioned" unskipped-provisioned &
+wait
 
-# 2. checkov ------------------------------------------------------------------------
-checkov() {
-  run_py "$CHECKOV_ENV" -m checkov.main --framework cloudformation --skip-download \
-    -o json -d "$1" 2>"$work/checkov-stderr.txt"
-}
-checkov infra >"$work/checkov.json" || true
-
-# 3. skip audit: the templates without their checkov skips, as JSON, scanned again.
-mkdir -p "$work/unskipped"
-run_py "$CFN_ENV" - "$work/unskipped" "${templates[@]}" >"$work/audit-static.txt" <<'PY'
-import json, re, sys
-from cfnlint.decode import decode
-
-out_dir, templates = sys.argv[1], sys.argv[2:]
-for path in templates:
-    template, matches = decode(path)
-    if matches or template is None:
-        print(f"{path}: does not parse: {matches}")
-        continue
-    for name, resource in (template.get("Resources") or {}).items():
-        skips = ((resource.get("Metadata") or {}).get("checkov") or {}).get("skip")
-        if skips is None:
-            continue
-        for skip in skips:
-            check = str(skip.get("id", ""))
-            comment = str(skip.get("comment", "")).strip()
-            if not re.fullmatch(r"CKV2?_AWS_[0-9]+", check):
-                print(f"{path}: {name}: skip of {check!r}: one AWS check id per skip, no blanket skips")
-            if len(comment) < 20 or "\n" in comment:
-                print(f"{path}: {name}: skip of {check}: needs a one-line reason")
-        del resource["Metadata"]["checkov"]
-    with open(f"{out_dir}/{path.rsplit('/', 1)[-1]}.json", "w") as f:
-        json.dump(template, f)
-PY
-checkov "$work/unskipped" >"$work/checkov-unskipped.json" || true
-
-# Report -----------------------------------------------------------------------------
+# 2 and 3: checkov results and the skip audit -----------------------------------------
 python3 - "$work" "${#templates[@]}" "$lint_findings" <<'PY'
-import json, sys
+import json, os, sys
 
 work, n_templates, lint = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+problems = []
 
 def load(name):
+    """The CloudFormation report of one scan; None for a variant no template has."""
+    if name != "scan-default" and not os.path.isdir(f"{work}/{name}"):
+        return None
     try:
-        with open(f"{work}/{name}") as f:
+        with open(f"{work}/{name}.json") as f:
             data = json.load(f)
     except (OSError, ValueError):
-        return None
+        data = None
     if isinstance(data, list):  # one report per framework
         data = next((d for d in data if d.get("check_type") == "cloudformation"), None)
-    return data if isinstance(data, dict) and "results" in data else None
+    if not (isinstance(data, dict) and "results" in data):
+        err = open(f"{work}/{name}.stderr").read()[-1500:] if os.path.exists(f"{work}/{name}.stderr") else ""
+        problems.append(f"checkov produced no CloudFormation report for {name}: {err}")
+        return None
+    if data["summary"].get("parsing_errors"):
+        problems.append(f"checkov could not parse {data['summary']['parsing_errors']} file(s) in {name}")
+    return data
 
-problems = []
-report = load("checkov.json")
-if report is None:
-    problems.append("checkov produced no CloudFormation report (see its stderr below)")
-    try:
-        problems.append(open(f"{work}/checkov-stderr.txt").read()[-2000:])
-    except OSError:
-        pass
-    summary = {"passed": 0, "failed": 0, "skipped": 0, "parsing_errors": 0}
-else:
-    summary = report["summary"]
-    for c in report["results"].get("failed_checks", []):
-        lines = c.get("file_line_range") or ["?", "?"]
-        print(f"  checkov: FAILED {c['check_id']} {c['resource']} "
-              f"infra/{c['file_path'].lstrip('/')}:{lines[0]}-{lines[1]} {c['check_name']}")
-    if summary.get("parsing_errors"):
-        problems.append(f"checkov could not parse {summary['parsing_errors']} file(s)")
+def key(check):
+    stem = os.path.basename(check["file_path"]).rsplit(".", 1)[0]
+    return (stem, check["resource"].split(".", 1)[1], check["check_id"])
 
+# Merge the two scans; a check that fails in either variant fails.
+RANK = {"passed": 0, "skipped": 1, "failed": 2}
+status, detail = {}, {}
+for name in ("scan-default", "scan-provisioned"):
+    report = load(name)
+    if report is None:
+        continue
+    for kind in ("passed", "skipped", "failed"):
+        for c in report["results"].get(f"{kind}_checks", []):
+            k = key(c)
+            if RANK[kind] >= RANK.get(status.get(k), -1):
+                status[k] = kind
+                detail[k] = (name, c)
+counts = {kind: sum(1 for s in status.values() if s == kind) for kind in RANK}
+for k, s in sorted(status.items()):
+    if s == "failed":
+        name, c = detail[k]
+        where = (f"infra/{c['file_path'].lstrip('/')}:{c['file_line_range'][0]}"
+                 if name == "scan-default" else f"infra/{k[0]}.yaml (KafkaMode=Provisioned)")
+        print(f"  checkov: FAILED {c['check_id']} {c['resource']} {where} {c['check_name']}")
+
+# Skip audit.
 audit = [line for line in open(f"{work}/audit-static.txt").read().splitlines() if line]
-unskipped = load("checkov-unskipped.json")
-if report is not None:
-    if unskipped is None:
-        audit.append("the skip audit's checkov run produced no report")
-    else:
-        failing = {(c["check_id"], c["resource"]) for c in unskipped["results"].get("failed_checks", [])}
-        for c in report["results"].get("skipped_checks", []):
-            if (c["check_id"], c["resource"]) not in failing:
-                audit.append(f"{c['resource']}: stale skip of {c['check_id']} (it passes without the skip)")
+failing_unskipped = set()
+for name in ("unskipped-default", "unskipped-provisioned"):
+    report = load(name)
+    if report is not None:
+        failing_unskipped |= {key(c) for c in report["results"].get("failed_checks", [])}
+for stem, resource, check in json.load(open(f"{work}/declared.json")):
+    k = (stem, resource, check)
+    if status.get(k) != "skipped":
+        audit.append(f"infra/{stem}.yaml: {resource}: skip of {check} that checkov never evaluates (wrong check or resource type)")
+    elif k not in failing_unskipped:
+        audit.append(f"infra/{stem}.yaml: {resource}: stale skip of {check} (it passes without the skip)")
 for line in audit:
     print(f"  skip audit: {line}")
 for line in problems:
     print(f"  {line}")
 
-failed = lint + summary["failed"] + len(audit) + len(problems)
+failed = lint + counts["failed"] + len(audit) + len(problems)
 print(f"infra-check: {n_templates} templates; cfn-lint: {lint} findings; checkov: "
-      f"{summary['passed']} passed, {summary['failed']} failed, {summary['skipped']} skipped; "
+      f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped; "
       f"skip audit: {len(audit)} findings; {'OK' if failed == 0 else 'FAILED'}")
 sys.exit(1 if failed else 0)
 PY

@@ -11,6 +11,8 @@
 //! there already) and writing to the log topics.
 
 use aws_credential_types::Credentials;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ContainerOverride, KeyValuePair, LaunchType,
     NetworkConfiguration, TaskOverride,
@@ -44,35 +46,28 @@ pub struct EcsSettings {
 pub struct AwsAccess {
     pub region: String,
     pub endpoint: Option<String>,
-    /// Keys to sign with; `None` reads `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`
-    /// and `AWS_SESSION_TOKEN` (what Lambda sets).
-    pub credentials: Option<(String, String)>,
+    /// Key, secret and session token to sign with; `None` takes this process's own
+    /// ([`process_credentials`]).
+    pub credentials: Option<(String, String, Option<String>)>,
 }
 
 impl AwsAccess {
     /// The SDK configuration for these settings.
     pub fn sdk_config(&self) -> Result<SdkConfig, LaunchError> {
         let credentials = match &self.credentials {
-            Some((key, secret)) => Credentials::new(key, secret, None, None, "deploysphere"),
-            None => {
-                let var = |name: &str| {
-                    std::env::var(name).map_err(|_| LaunchError(format!("{name} is not set")))
-                };
-                Credentials::new(
-                    var("AWS_ACCESS_KEY_ID")?,
-                    var("AWS_SECRET_ACCESS_KEY")?,
-                    std::env::var("AWS_SESSION_TOKEN").ok(),
-                    None,
-                    "environment",
-                )
-            }
+            Some((key, secret, token)) => SharedCredentialsProvider::new(Credentials::new(
+                key,
+                secret,
+                token.clone(),
+                None,
+                "deploysphere",
+            )),
+            None => process_credentials()?,
         };
         let mut builder = SdkConfig::builder()
             .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
             .region(Region::new(self.region.clone()))
-            .credentials_provider(
-                aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
-            )
+            .credentials_provider(credentials)
             // Plain HTTP: enough for emulators on loopback. Builds for AWS use TLS
             // (not done yet, see functions/ecs in DEVELOPING.md).
             .http_client(HttpClientBuilder::new().build_http());
@@ -80,6 +75,81 @@ impl AwsAccess {
             builder = builder.endpoint_url(endpoint);
         }
         Ok(builder.build())
+    }
+}
+
+/// This process's own credentials: the keys in the environment (what Lambda sets),
+/// else the ECS container credentials endpoint (a task role; the SDK caches what it
+/// returns until shortly before it expires).
+pub fn process_credentials() -> Result<SharedCredentialsProvider, LaunchError> {
+    if let (Ok(key), Ok(secret)) = (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        return Ok(SharedCredentialsProvider::new(Credentials::new(
+            key,
+            secret,
+            std::env::var("AWS_SESSION_TOKEN").ok(),
+            None,
+            "environment",
+        )));
+    }
+    if let Ok(path) = std::env::var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") {
+        return Ok(SharedCredentialsProvider::new(ContainerCredentials {
+            url: format!("http://169.254.170.2{path}"),
+        }));
+    }
+    Err(LaunchError(
+        "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run in a task with a role".into(),
+    ))
+}
+
+/// The ECS task role's credentials, from the container credentials endpoint.
+#[derive(Debug)]
+struct ContainerCredentials {
+    url: String,
+}
+
+impl ContainerCredentials {
+    async fn fetch(&self) -> Result<Credentials, CredentialsError> {
+        let answer: serde_json::Value = reqwest::get(&self.url)
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(CredentialsError::provider_error)?
+            .json()
+            .await
+            .map_err(CredentialsError::provider_error)?;
+        let field = |name: &str| {
+            answer[name].as_str().map(str::to_string).ok_or_else(|| {
+                CredentialsError::unhandled(format!("the container credentials have no {name}"))
+            })
+        };
+        let expiry = field("Expiration")
+            .ok()
+            .and_then(|at| {
+                aws_smithy_types::DateTime::from_str(
+                    &at,
+                    aws_smithy_types::date_time::Format::DateTime,
+                )
+                .ok()
+            })
+            .and_then(|at| std::time::SystemTime::try_from(at).ok());
+        Ok(Credentials::new(
+            field("AccessKeyId")?,
+            field("SecretAccessKey")?,
+            field("Token").ok(),
+            expiry,
+            "ecs-container",
+        ))
+    }
+}
+
+impl ProvideCredentials for ContainerCredentials {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(self.fetch())
     }
 }
 

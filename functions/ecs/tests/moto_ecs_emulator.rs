@@ -164,7 +164,7 @@ fn access(moto: &Moto) -> AwsAccess {
     AwsAccess {
         region: "us-east-1".into(),
         endpoint: Some(moto.endpoint.clone()),
-        credentials: Some(("testing".into(), "testing".into())),
+        credentials: Some(("testing".into(), "testing".into(), None)),
     }
 }
 
@@ -323,7 +323,7 @@ fn the_session_policy_lets_a_build_write_only_its_own_objects() {
         &AwsAccess {
             region: "us-east-1".into(),
             endpoint: Some("http://127.0.0.1:1".into()),
-            credentials: Some(("k".into(), "s".into())),
+            credentials: Some(("k".into(), "s".into(), None)),
         },
         settings("deploysphere-build", vec!["subnet-1".into()], "sg-1".into()),
     )

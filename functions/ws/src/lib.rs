@@ -506,6 +506,19 @@ impl ApiGatewayPoster {
     }
 }
 
+impl ApiGatewayPoster {
+    /// A poster signing with the credentials of an AWS SDK configuration (a Lambda's
+    /// or a task role's), to the API's management endpoint.
+    pub fn from_sdk_config(sdk_config: &aws_types::SdkConfig, endpoint: &str) -> Self {
+        let config = aws_sdk_apigatewaymanagement::config::Builder::from(sdk_config)
+            .endpoint_url(endpoint)
+            .build();
+        ApiGatewayPoster {
+            client: aws_sdk_apigatewaymanagement::Client::from_conf(config),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Poster for ApiGatewayPoster {
     async fn post(&self, connection_id: &str, data: &[u8]) -> Result<(), PostError> {

@@ -1,0 +1,36 @@
+//! The WebSocket routes (`$connect`, `$disconnect`, `subscribe`) behind API Gateway's
+//! WebSocket API: the same handler as the local gateway's.
+
+use std::sync::Arc;
+
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
+use deploysphere_lambda::lambda_runtime::{self, LambdaEvent, service_fn};
+use deploysphere_lambda::{Settings, init_tracing};
+use deploysphere_ws::{ApiGatewayPoster, WsContext, handle};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let settings = Settings::from_env()?;
+    let redis = redis::Client::open(settings.redis_url().await?)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let context = Arc::new(WsContext {
+        db: settings.db().await?,
+        logs: settings.log_store().await?,
+        redis,
+        poster: Arc::new(ApiGatewayPoster::from_sdk_config(
+            &settings.sdk_config()?,
+            &settings.var("DEPLOYSPHERE_WS_ENDPOINT")?,
+        )),
+        hash_token: deploysphere_api::hash_token,
+    });
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
+            let context = context.clone();
+            async move { Ok::<_, lambda_runtime::Error>(handle(&context, event.payload).await) }
+        },
+    ))
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}

@@ -1,0 +1,368 @@
+//! What the AWS entry points share: settings from the environment (secrets from
+//! Secrets Manager, named by ARN), the clients built from them, and the decoding of
+//! the event shapes that are not already a handler's input.
+//!
+//! Every variable has a plain form for running an entry point by hand against local
+//! servers (`DEPLOYSPHERE_DATABASE_URL`, `DEPLOYSPHERE_CLICKHOUSE_PASSWORD`,
+//! `DEPLOYSPHERE_REDIS_URL`); on AWS the template sets the secret-backed forms.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use aws_lambda_events::event::kafka::KafkaEvent;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use deploysphere_adapters::clickhouse::LogStore;
+use deploysphere_adapters::pg::{self, Db};
+use deploysphere_adapters::s3::{ObjectStore, S3Config};
+use deploysphere_core::{BuildEvent, Launcher};
+use deploysphere_ecs::{AwsAccess, EcsLauncher, EcsSettings};
+use deploysphere_events::ecs::{TaskStateChangeEvent, task_stopped};
+use deploysphere_events::{Deployments, EdgeRoutes, SchedulerConfig};
+use serde_json::Value;
+
+pub use lambda_http;
+pub use lambda_runtime;
+
+/// Reads settings: the process environment, or a map in tests.
+pub trait Source: Send + Sync {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct Environment;
+
+impl Source for Environment {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Source for std::collections::HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// Settings and secrets of one entry point.
+pub struct Settings {
+    source: Box<dyn Source>,
+    secrets: Option<aws_sdk_secretsmanager::Client>,
+}
+
+impl Settings {
+    pub fn new(source: impl Source + 'static) -> Self {
+        Settings {
+            source: Box::new(source),
+            secrets: None,
+        }
+    }
+
+    /// The environment, with Secrets Manager reached through `access`.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let mut settings = Settings::new(Environment);
+        let config = settings.sdk_config()?;
+        settings.secrets = Some(aws_sdk_secretsmanager::Client::new(&config));
+        Ok(settings)
+    }
+
+    pub fn var(&self, name: &str) -> anyhow::Result<String> {
+        self.source
+            .var(name)
+            .with_context(|| format!("{name} must be set (infra/template.yaml sets it)"))
+    }
+
+    pub fn var_or(&self, name: &str, default: &str) -> String {
+        self.source.var(name).unwrap_or_else(|| default.to_string())
+    }
+
+    /// `plain` if set, else the secret whose ARN is in `arn_var`.
+    async fn secret(&self, plain: &str, arn_var: &str) -> anyhow::Result<String> {
+        if let Some(value) = self.source.var(plain) {
+            return Ok(value);
+        }
+        let Some(arn) = self.source.var(arn_var) else {
+            bail!("set {plain} or {arn_var}");
+        };
+        let client = self
+            .secrets
+            .as_ref()
+            .with_context(|| format!("{arn_var} is set but Secrets Manager is not configured"))?;
+        let value = client
+            .get_secret_value()
+            .secret_id(&arn)
+            .send()
+            .await
+            .with_context(|| format!("reading the secret {arn}"))?;
+        value
+            .secret_string()
+            .map(str::to_string)
+            .with_context(|| format!("the secret {arn} has no string value"))
+    }
+
+    /// The AWS SDK configuration of this function or task.
+    pub fn sdk_config(&self) -> anyhow::Result<aws_types::SdkConfig> {
+        self.aws_access()?
+            .sdk_config()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    pub fn aws_access(&self) -> anyhow::Result<AwsAccess> {
+        Ok(AwsAccess {
+            region: self.var_or("AWS_REGION", "us-east-1"),
+            endpoint: self.source.var("DEPLOYSPHERE_AWS_ENDPOINT"),
+            credentials: self
+                .source
+                .var("AWS_ACCESS_KEY_ID")
+                .zip(self.source.var("AWS_SECRET_ACCESS_KEY"))
+                .map(|(key, secret)| (key, secret, self.source.var("AWS_SESSION_TOKEN"))),
+        })
+    }
+
+    /// The Postgres URL: `DEPLOYSPHERE_DATABASE_URL`, or the RDS-managed secret
+    /// (`{"username", "password"}`) with `DEPLOYSPHERE_DATABASE_HOST` and `_NAME`.
+    pub async fn database_url(&self) -> anyhow::Result<String> {
+        if let Some(url) = self.source.var("DEPLOYSPHERE_DATABASE_URL") {
+            return Ok(url);
+        }
+        let secret = self
+            .secret(
+                "DEPLOYSPHERE_DATABASE_SECRET",
+                "DEPLOYSPHERE_DATABASE_SECRET_ARN",
+            )
+            .await?;
+        database_url_from_secret(
+            &secret,
+            &self.var("DEPLOYSPHERE_DATABASE_HOST")?,
+            &self.var_or("DEPLOYSPHERE_DATABASE_NAME", "deploysphere"),
+        )
+    }
+
+    pub async fn db(&self) -> anyhow::Result<Db> {
+        Ok(Db::new(pg::connect(&self.database_url().await?, 4)?))
+    }
+
+    pub async fn log_store(&self) -> anyhow::Result<LogStore> {
+        let password = match self
+            .secret(
+                "DEPLOYSPHERE_CLICKHOUSE_PASSWORD",
+                "DEPLOYSPHERE_CLICKHOUSE_PASSWORD_SECRET_ARN",
+            )
+            .await
+        {
+            Ok(password) => password,
+            Err(_)
+                if self
+                    .source
+                    .var("DEPLOYSPHERE_CLICKHOUSE_PASSWORD_SECRET_ARN")
+                    .is_none() =>
+            {
+                String::new()
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(LogStore::new(
+            &self.var("DEPLOYSPHERE_CLICKHOUSE_URL")?,
+            &self.var_or("DEPLOYSPHERE_CLICKHOUSE_DATABASE", "deploysphere"),
+            &self.var_or("DEPLOYSPHERE_CLICKHOUSE_USER", "default"),
+            &password,
+        ))
+    }
+
+    /// `DEPLOYSPHERE_REDIS_URL`, or host, port and the AUTH token secret (TLS).
+    pub async fn redis_url(&self) -> anyhow::Result<String> {
+        if let Some(url) = self.source.var("DEPLOYSPHERE_REDIS_URL") {
+            return Ok(url);
+        }
+        let host = self.var("DEPLOYSPHERE_REDIS_HOST")?;
+        let port = self.var_or("DEPLOYSPHERE_REDIS_PORT", "6379");
+        let token = self
+            .secret(
+                "DEPLOYSPHERE_REDIS_AUTH",
+                "DEPLOYSPHERE_REDIS_AUTH_SECRET_ARN",
+            )
+            .await?;
+        Ok(format!("rediss://:{token}@{host}:{port}"))
+    }
+
+    /// The deployment service with the ECS launcher and the edge's host records.
+    pub fn deployments(&self, db: Db) -> anyhow::Result<Deployments> {
+        let settings = EcsSettings {
+            cluster: self.var("DEPLOYSPHERE_ECS_CLUSTER")?,
+            task_definition: self.var("DEPLOYSPHERE_BUILD_TASK_DEFINITION")?,
+            subnets: self
+                .var("DEPLOYSPHERE_BUILD_SUBNETS")?
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+            security_group: self.var("DEPLOYSPHERE_BUILD_SECURITY_GROUP")?,
+            upload_role_arn: self.var("DEPLOYSPHERE_BUILD_UPLOAD_ROLE_ARN")?,
+            bucket: self.var("DEPLOYSPHERE_BUCKET")?,
+            partition: self.var_or("DEPLOYSPHERE_AWS_PARTITION", "aws"),
+        };
+        let launcher =
+            EcsLauncher::new(&self.aws_access()?, settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let max_builds = self.var_or("DEPLOYSPHERE_MAX_BUILDS", "4");
+        let scheduler = SchedulerConfig {
+            max_concurrent_builds: max_builds.parse().with_context(|| {
+                format!("DEPLOYSPHERE_MAX_BUILDS must be a number, not {max_builds:?}")
+            })?,
+            ..SchedulerConfig::default()
+        };
+        Ok(
+            Deployments::new(db, Arc::new(launcher) as Arc<dyn Launcher>, scheduler)
+                .with_edge_routes(EdgeRoutes::new(self.object_store()?)),
+        )
+    }
+
+    /// The sites bucket, through the task's or function's own credentials.
+    pub fn object_store(&self) -> anyhow::Result<ObjectStore> {
+        let var = |name: &str| self.var(name);
+        Ok(ObjectStore::new(&S3Config {
+            endpoint: self.source.var("DEPLOYSPHERE_S3_ENDPOINT"),
+            region: self.var_or("AWS_REGION", "us-east-1"),
+            bucket: var("DEPLOYSPHERE_BUCKET")?,
+            access_key: var("AWS_ACCESS_KEY_ID")?,
+            secret_key: var("AWS_SECRET_ACCESS_KEY")?,
+            session_token: self.source.var("AWS_SESSION_TOKEN"),
+        }))
+    }
+}
+
+/// The Postgres URL for an RDS-managed master user secret.
+pub fn database_url_from_secret(secret: &str, host: &str, name: &str) -> anyhow::Result<String> {
+    let secret: Value = serde_json::from_str(secret).context("the database secret is not JSON")?;
+    let field = |key: &str| {
+        secret[key]
+            .as_str()
+            .with_context(|| format!("the database secret has no {key}"))
+    };
+    let encode = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    Ok(format!(
+        "postgres://{}:{}@{host}:5432/{name}",
+        encode(field("username")?),
+        encode(field("password")?)
+    ))
+}
+
+/// The build reports in an invocation of the events function: the `deployment-events`
+/// records of an MSK event, or the report an ECS task state change stands for.
+pub fn build_events(payload: &Value) -> Result<Vec<BuildEvent>, String> {
+    if payload["eventSource"] == "aws:kafka" {
+        let event: KafkaEvent =
+            serde_json::from_value(payload.clone()).map_err(|e| format!("MSK event: {e}"))?;
+        let mut partitions: Vec<&String> = event.records.keys().collect();
+        partitions.sort();
+        let mut events = Vec::new();
+        for partition in partitions {
+            for record in &event.records[partition] {
+                let decoded = record
+                    .value
+                    .as_deref()
+                    .and_then(|v| BASE64.decode(v).ok())
+                    .and_then(|bytes| serde_json::from_slice::<BuildEvent>(&bytes).ok());
+                match decoded {
+                    Some(event) => events.push(event),
+                    None => tracing::warn!(
+                        partition = record.partition,
+                        offset = record.offset,
+                        "unreadable deployment event skipped"
+                    ),
+                }
+            }
+        }
+        return Ok(events);
+    }
+    if payload["source"] == "aws.ecs" {
+        let event: TaskStateChangeEvent = serde_json::from_value(payload.clone())
+            .map_err(|e| format!("ECS task state change: {e}"))?;
+        return Ok(task_stopped(&event).into_iter().collect());
+    }
+    Err("neither an MSK event nor an ECS task state change".into())
+}
+
+/// Logs as JSON lines for CloudWatch.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .without_time()
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!(
+            "{}/../../tests/fixtures/events/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("JSON")
+    }
+
+    #[test]
+    fn the_events_function_reads_msk_deployment_events() {
+        let events = build_events(&fixture("msk-deployment-events.json")).unwrap();
+        assert_eq!(events.len(), 2, "the unreadable record is skipped");
+        assert_eq!(
+            events[0].deployment_id,
+            "5f0c6b7e-2a4d-4c1b-9a8e-3d2f1e0c9b8a"
+        );
+        assert!(matches!(
+            events[1].kind,
+            deploysphere_core::BuildEventKind::Finished { .. }
+        ));
+    }
+
+    #[test]
+    fn the_events_function_reads_ecs_task_state_changes() {
+        let events = build_events(&fixture("ecs-task-stopped-oom.json")).unwrap();
+        assert_eq!(events.len(), 1);
+        assert!(
+            build_events(&fixture("ecs-task-stopped-ok.json"))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(build_events(&serde_json::json!({"hello": 1})).is_err());
+    }
+
+    #[test]
+    fn the_rds_secret_becomes_a_url_with_the_password_escaped() {
+        let url = database_url_from_secret(
+            r#"{"username":"dsadmin","password":"p@ss:w/rd"}"#,
+            "db.example.internal",
+            "deploysphere",
+        )
+        .unwrap();
+        assert_eq!(
+            url,
+            "postgres://dsadmin:p%40ss%3Aw%2Frd@db.example.internal:5432/deploysphere"
+        );
+        assert!(database_url_from_secret("{}", "h", "n").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_missing_setting_names_the_variable() {
+        let settings = Settings::new(std::collections::HashMap::new());
+        let error = settings.database_url().await.unwrap_err().to_string();
+        assert!(
+            error.contains("DEPLOYSPHERE_DATABASE_SECRET_ARN"),
+            "{error}"
+        );
+        let error = settings.log_store().await.err().unwrap().to_string();
+        assert!(error.contains("DEPLOYSPHERE_CLICKHOUSE_URL"), "{error}");
+    }
+}

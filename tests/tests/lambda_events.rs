@@ -1,0 +1,173 @@
+//! The Lambda entry points' event shapes, on real event JSON fixtures, against the
+//! platform's real Postgres, ClickHouse and Redis: API Gateway HTTP API (payload 2.0)
+//! requests through the API router, and a WebSocket `$connect` through the ws handler.
+//! (MSK, EventBridge and CloudFront fixtures are covered next to their handlers.)
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deploysphere_api::{ApiConfig, AppState, SitesConfig};
+use deploysphere_e2e::*;
+use deploysphere_lambda::Settings;
+use deploysphere_lambda::lambda_http::request::from_str;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+fn fixture(name: &str, token: &str) -> String {
+    let path = format!("{}/fixtures/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(path)
+        .expect("fixture")
+        .replace("TOKEN", token)
+}
+
+/// The settings a Lambda would read, pointing at the platform's servers (the ECS
+/// launcher is never reached by these requests).
+fn settings() -> Settings {
+    let p = platform();
+    let vars: HashMap<String, String> = [
+        (
+            "DEPLOYSPHERE_DATABASE_URL",
+            format!(
+                "postgres://postgres@127.0.0.1:{}/deploysphere",
+                p.postgres_port
+            ),
+        ),
+        ("DEPLOYSPHERE_CLICKHOUSE_URL", p.clickhouse_url.clone()),
+        ("DEPLOYSPHERE_REDIS_URL", p.redis_url.clone()),
+        ("DEPLOYSPHERE_ECS_CLUSTER", "deploysphere".into()),
+        (
+            "DEPLOYSPHERE_BUILD_TASK_DEFINITION",
+            "deploysphere-build".into(),
+        ),
+        ("DEPLOYSPHERE_BUILD_SUBNETS", "subnet-1,subnet-2".into()),
+        ("DEPLOYSPHERE_BUILD_SECURITY_GROUP", "sg-1".into()),
+        (
+            "DEPLOYSPHERE_BUILD_UPLOAD_ROLE_ARN",
+            "arn:aws:iam::111122223333:role/upload".into(),
+        ),
+        ("DEPLOYSPHERE_BUCKET", p.s3.bucket.clone()),
+        (
+            "DEPLOYSPHERE_S3_ENDPOINT",
+            p.s3.endpoint.clone().unwrap_or_default(),
+        ),
+        ("DEPLOYSPHERE_AWS_ENDPOINT", "http://127.0.0.1:9".into()),
+        ("AWS_ACCESS_KEY_ID", p.s3.access_key.clone()),
+        ("AWS_SECRET_ACCESS_KEY", p.s3.secret_key.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    Settings::new(vars)
+}
+
+async fn api_router() -> axum::Router {
+    let settings = settings();
+    let db = settings.db().await.expect("db");
+    deploysphere_api::router(AppState {
+        db: db.clone(),
+        logs: settings.log_store().await.expect("log store"),
+        deployments: settings.deployments(db).expect("deployments"),
+        config: Arc::new(ApiConfig {
+            sites: SitesConfig {
+                scheme: "https".into(),
+                domain: "sites.example.com".into(),
+                port: None,
+            },
+            allow_local_sources: false,
+        }),
+    })
+}
+
+async fn call(router: axum::Router, event: &str) -> (u16, Value) {
+    let request = from_str(event).expect("an API Gateway HTTP API event");
+    let response = router.oneshot(request).await.expect("a response");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn the_api_function_answers_api_gateway_http_api_events() {
+    let api = Api::new_account("lambda-http").await;
+    api.create_project(
+        json!({"name": "from lambda", "git_url": "https://github.com/acme/site.git"}),
+    )
+    .await;
+
+    let (status, body) = call(
+        api_router().await,
+        &fixture("apigw-v2-list-projects.json", &api.token),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let projects = body["projects"].as_array().expect("projects");
+    assert_eq!(projects.len(), 1);
+    assert_eq!(projects[0]["slug"], "from-lambda");
+    assert_eq!(projects[0]["url"], "https://from-lambda.sites.example.com");
+
+    let (status, body) = call(
+        api_router().await,
+        &fixture("apigw-v2-list-projects.json", "dsp_wrong"),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+
+    let (status, body) = call(
+        api_router().await,
+        &fixture("apigw-v2-create-project-invalid.json", &api.token),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string().contains("name"),
+        "the error names the field: {body}"
+    );
+    assert_eq!(
+        api.get("/v1/projects").await.body["projects"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "nothing created"
+    );
+}
+
+#[tokio::test]
+async fn the_ws_function_answers_api_gateway_websocket_connect_events() {
+    let api = Api::new_account("lambda-ws").await;
+    let settings = settings();
+    let redis = redis::Client::open(platform().redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let context = deploysphere_ws::WsContext {
+        db: settings.db().await.unwrap(),
+        logs: settings.log_store().await.unwrap(),
+        redis,
+        poster: Arc::new(deploysphere_ws::ApiGatewayPoster::new(
+            &platform().ws_url.replace("ws://", "http://"),
+            "us-east-1",
+            "local",
+            "local",
+        )),
+        hash_token: deploysphere_api::hash_token,
+    };
+    let connect = |token: &str| {
+        serde_json::from_str::<aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest>(&fixture(
+            "apigw-websocket-connect.json",
+            token,
+        ))
+        .expect("a WebSocket event")
+    };
+    let answer = deploysphere_ws::handle(&context, connect(&api.token)).await;
+    assert_eq!(answer.status_code, 200);
+    let answer = deploysphere_ws::handle(&context, connect("dsp_wrong")).await;
+    assert_eq!(answer.status_code, 401);
+}
