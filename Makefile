@@ -5,7 +5,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/deploysphere/target
 BIN := $(CARGO_TARGET_DIR)/debug
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release
 
-.PHONY: setup build edge dev test lint fmt bench bench-logs clean-data
+.PHONY: setup build edge lambda deploy infra-check dev test lint fmt bench bench-logs clean-data
 
 setup:
 	@scripts/setup.sh
@@ -32,8 +32,25 @@ edge: setup
 	cd dist/edge && python3 -m zipfile -c ../edge.zip index.mjs router.mjs router.wasm config.json
 	@echo "dist/edge.zip: $$(stat -c %s dist/edge.zip) bytes"
 
-## Unit and end-to-end tests against real Postgres, Kafka (tansu), ClickHouse, S3 and bubblewrap.
-test: build edge
+## The Lambda zips' contents (cargo-lambda, x86_64 and arm64):
+## dist/lambda/{x86_64,arm64}/deploysphere-{api,ws,log-ingest,events}/bootstrap.
+LAMBDAS := -p deploysphere-lambda --bin deploysphere-api --bin deploysphere-ws --bin deploysphere-log-ingest --bin deploysphere-events
+lambda:
+	@scripts/setup.sh lambda
+	cargo lambda build --release $(LAMBDAS) --lambda-dir dist/lambda/x86_64 --x86-64
+	cargo lambda build --release $(LAMBDAS) --lambda-dir dist/lambda/arm64 --arm64
+
+## Stand the platform up on AWS from infra/ (see infra/README.md for the variables).
+deploy: lambda
+	@scripts/deploy.sh
+
+## cfn-lint and checkov on infra/, offline; fails on any finding.
+infra-check:
+	@bash scripts/infra-check.sh
+
+## Unit and end-to-end tests against real Postgres, Kafka (tansu), ClickHouse, S3 and
+## bubblewrap, plus the offline checks of infra/.
+test: build edge infra-check
 	@scripts/test.sh
 
 lint:

@@ -19,6 +19,15 @@ have ip || need_apt+=(iproute2)
 have nsenter || need_apt+=(util-linux)
 have cc || need_apt+=(build-essential)
 have perl || need_apt+=(perl)
+if [ "${1:-}" = lambda ]; then
+  have cargo-lambda || {
+    echo "setup: installing cargo-lambda (pip)"
+    python3 -m pip install --quiet cargo-lambda 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages cargo-lambda
+  }
+  rustup target list --installed | grep -qx aarch64-unknown-linux-gnu \
+    || rustup target add aarch64-unknown-linux-gnu
+fi
 if [ "${1:-}" = bench ]; then
   have nginx || need_apt+=(nginx)
   have wrk || need_apt+=(wrk)

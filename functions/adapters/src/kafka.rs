@@ -41,14 +41,15 @@ pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
     config
 }
 
-/// Creates the platform's topics; topics that exist already are fine.
-pub async fn create_topics(brokers: &str, partitions: i32) -> anyhow::Result<()> {
+/// Creates the platform's topics; topics that exist already are fine. A `replication`
+/// of -1 takes the cluster's default (what MSK wants).
+pub async fn create_topics(brokers: &str, partitions: i32, replication: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
     let topics: Vec<NewTopic> = [BUILD_LOGS, DEPLOYMENT_EVENTS, BUILD_LOGS_DEAD_LETTER]
         .iter()
-        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
+        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&topics, &options).await? {

@@ -194,6 +194,14 @@ impl EcsLauncher {
                     "Resource": [format!("{bucket}/blobs/*")],
                 },
                 {
+                    // Without it S3 answers a missing blob with 403, not 404.
+                    "Sid": "SharedBlobsList",
+                    "Effect": "Allow",
+                    "Action": ["s3:ListBucket"],
+                    "Resource": [bucket.clone()],
+                    "Condition": {"StringLike": {"s3:prefix": ["blobs/*"]}},
+                },
+                {
                     "Sid": "LogTopics",
                     "Effect": "Allow",
                     "Action": [

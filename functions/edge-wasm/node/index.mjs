@@ -1,7 +1,7 @@
 // The Lambda@Edge entry points. Lambda@Edge has no environment variables: the
 // domain, bucket and region come from `config.json`, written next to this file when
 // the package is built (`make edge DOMAIN=... BUCKET=... REGION=...`). S3 is read with
-// the AWS SDK v3 that the Node.js 20 runtime ships.
+// the AWS SDK v3 that the Node.js 22 runtime ships.
 
 import { readFileSync } from 'node:fs';
 

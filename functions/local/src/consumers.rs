@@ -57,7 +57,7 @@ pub async fn supervise_kafka(
                 }
             }
         };
-        if let Err(e) = create_topics(&brokers, 1).await {
+        if let Err(e) = create_topics(&brokers, 1, 1).await {
             error!(error = %e, "creating the kafka topics again failed");
         }
         warn!("the kafka broker is back");

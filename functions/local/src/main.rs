@@ -253,7 +253,7 @@ async fn run(
         Err(e) => return Err(anyhow::anyhow!("setting the log retention failed: {e}")),
     }
     let brokers = format!("127.0.0.1:{}", args.kafka_port);
-    deploysphere_adapters::kafka::create_topics(&brokers, 1)
+    deploysphere_adapters::kafka::create_topics(&brokers, 1, 1)
         .await
         .context("creating the kafka topics failed")?;
 

@@ -26,6 +26,12 @@ async fn main() -> anyhow::Result<()> {
             allow_local_sources: false,
         }),
     };
+    // MSK has no CloudFormation resource for topics: the API creates them at start.
+    if let Ok(brokers) = settings.var("DEPLOYSPHERE_KAFKA_BROKERS")
+        && let Err(e) = deploysphere_adapters::kafka::create_topics(&brokers, 6, -1).await
+    {
+        tracing::warn!(error = %e, "creating the kafka topics failed");
+    }
     let router = deploysphere_api::router(state);
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         deploysphere_lambda::lambda_http::run(router)
