@@ -329,13 +329,10 @@ impl Reporter {
     /// Sends the journal's lines from `seq` `from` on, in order; returns how many were
     /// handed to the producer before `deadline`.
     async fn resend(&mut self, from: u64, deadline: tokio::time::Instant) -> u64 {
-        let Some(mut journal) = self.journal.take() else {
-            return 0;
-        };
-        if journal.flush().is_err() {
-            return 0;
+        // The journal may have stopped early (a failed write): what it holds is sent.
+        if let Some(mut journal) = self.journal.take() {
+            let _ = journal.flush();
         }
-        drop(journal);
         let Ok(file) = std::fs::File::open(&self.journal_path) else {
             return 0;
         };

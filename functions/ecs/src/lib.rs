@@ -18,6 +18,7 @@ use aws_sdk_ecs::types::{
     NetworkConfiguration, TaskOverride,
 };
 use aws_smithy_http_client::Builder as HttpClientBuilder;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_types::SdkConfig;
 use aws_types::region::Region;
 use deploysphere_core::{BuildSpec, LaunchError, Launcher};
@@ -112,7 +113,12 @@ struct ContainerCredentials {
 
 impl ContainerCredentials {
     async fn fetch(&self) -> Result<Credentials, CredentialsError> {
-        let answer: serde_json::Value = reqwest::get(&self.url)
+        let answer: serde_json::Value = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(CredentialsError::provider_error)?
+            .get(&self.url)
+            .send()
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(CredentialsError::provider_error)?
@@ -233,7 +239,13 @@ impl EcsLauncher {
             .duration_seconds(3600)
             .send()
             .await
-            .map_err(|e| LaunchError(format!("assuming the build upload role: {e:?}")))?;
+            .map_err(|e| {
+                LaunchError(format!(
+                    "assuming the build upload role {}: {}",
+                    self.settings.upload_role_arn,
+                    DisplayErrorContext(&e)
+                ))
+            })?;
         let credentials = assumed
             .credentials()
             .ok_or_else(|| LaunchError("STS returned no credentials".into()))?;
@@ -256,7 +268,9 @@ impl EcsLauncher {
             .started_by(deployment_id)
             .send()
             .await
-            .map_err(|e| LaunchError(format!("listing build tasks: {e:?}")))?;
+            .map_err(|e| {
+                LaunchError(format!("listing build tasks: {}", DisplayErrorContext(&e)))
+            })?;
         Ok(listed.task_arns().to_vec())
     }
 }
@@ -306,7 +320,14 @@ impl Launcher for EcsLauncher {
             .overrides(overrides)
             .send()
             .await
-            .map_err(|e| LaunchError(format!("RunTask: {e:?}")))?;
+            .map_err(|e| {
+                LaunchError(format!(
+                    "RunTask of {} on cluster {}: {}",
+                    self.settings.task_definition,
+                    self.settings.cluster,
+                    DisplayErrorContext(&e)
+                ))
+            })?;
         if let Some(failure) = ran.failures().first() {
             return Err(LaunchError(format!(
                 "RunTask failed: {} {}",
@@ -332,7 +353,7 @@ impl Launcher for EcsLauncher {
                 .reason("Deployment canceled")
                 .send()
                 .await
-                .map_err(|e| LaunchError(format!("StopTask: {e:?}")))?;
+                .map_err(|e| LaunchError(format!("StopTask {arn}: {}", DisplayErrorContext(&e))))?;
         }
         Ok(())
     }

@@ -308,13 +308,19 @@ async fn a_task_that_cannot_run_is_a_launch_error_on_the_moto_emulator() {
     let moto = moto();
     ecs_with_build_task(&moto).await;
     let (subnets, group) = network(&moto).await;
-    let launcher =
-        EcsLauncher::new(&access(&moto), settings("no-such-family", subnets, group)).unwrap();
+    let proxied = AwsAccess {
+        endpoint: Some(string_fixing_proxy(&moto).await),
+        ..access(&moto)
+    };
+    let launcher = EcsLauncher::new(&proxied, settings("no-such-family", subnets, group)).unwrap();
     let error = launcher
         .launch(spec("0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"))
         .await
         .expect_err("no such task definition");
-    assert!(error.0.contains("RunTask"), "{error}");
+    assert!(
+        error.0.contains("RunTask") && error.0.contains("no-such-family"),
+        "the error names the task definition: {error}"
+    );
 }
 
 #[test]

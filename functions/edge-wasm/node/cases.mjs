@@ -90,6 +90,30 @@ for (const { name, request, expect } of table.cases) {
   }
 }
 
+// A range request (206) and a revalidation (304) from the S3 origin keep the decided
+// headers; an origin error becomes the platform's 502.
+{
+  const served = table.cases.find(({ expect }) => expect.status === 200 && expect.blob);
+  const event = JSON.parse(requestEvent);
+  event.Records[0].cf.request.headers.host = [{ key: 'Host', value: served.request.host }];
+  event.Records[0].cf.request.uri = served.request.uri;
+  const forwarded = await router.originRequest(event);
+  for (const [status, want] of [['206', '206'], ['304', '304'], ['403', '502']]) {
+    const originEvent = JSON.parse(responseEvent);
+    originEvent.Records[0].cf.request.headers[HEADERS_CARRIER] = forwarded.headers[HEADERS_CARRIER];
+    originEvent.Records[0].cf.response.status = status;
+    const response = await router.originResponse(originEvent);
+    const keeps = want === '502' || headerMap(response.headers)['x-deploysphere-deployment'] !== undefined;
+    if (response.status === want && keeps) {
+      passed += 1;
+      console.log(`ok   the origin's ${status} becomes ${want}`);
+    } else {
+      failed += 1;
+      console.log(`FAIL the origin's ${status} became ${response.status}`);
+    }
+  }
+}
+
 // Host records are cached for a short time, manifests for good (inside the wasm).
 const manifestReads = reads.filter((key) => key.startsWith('manifests/')).length;
 if (manifestReads > Object.keys(table.manifests).length + 1) {

@@ -115,8 +115,13 @@ fn layout(len: usize) -> std::alloc::Layout {
 /// Reserves `len` bytes for the caller to write a call into.
 #[unsafe(no_mangle)]
 pub extern "C" fn alloc(len: usize) -> *mut u8 {
+    let layout = layout(len);
     // SAFETY: the layout has a non-zero size.
-    unsafe { std::alloc::alloc(layout(len)) }
+    let ptr = unsafe { std::alloc::alloc(layout) };
+    if ptr.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    ptr
 }
 
 /// Frees a buffer from [`alloc`] or an answer from [`handle`].

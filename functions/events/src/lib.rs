@@ -22,6 +22,9 @@ pub enum EventError {
     Transition(#[from] TransitionError),
     #[error("deployment {0} does not exist")]
     UnknownDeployment(String),
+    /// The edge router's host record could not be written (retry the event).
+    #[error("edge route: {0}")]
+    EdgeRoute(String),
 }
 
 /// Scheduling limits.
@@ -57,8 +60,10 @@ pub enum Applied {
 /// The routes the edge router reads: one record per host label in the sites bucket,
 /// `edge/hosts/<slug>.json` (the production alias) and `edge/hosts/<slug>-<8 chars of
 /// the id>.json` (one immutable deployment), each `{deployment_id, manifest_key}`.
-/// Written after Postgres changed, from what Postgres says then, so a late writer
-/// never leaves an older alias behind for long.
+/// Written after Postgres changed, from what Postgres says then. A failed write fails
+/// the event (it is delivered again, and a replayed READY publishes again). Two
+/// writers racing for one project can leave the older alias in S3 until the project's
+/// next READY, promote or replayed event.
 #[derive(Clone)]
 pub struct EdgeRoutes {
     store: ObjectStore,
@@ -74,34 +79,42 @@ impl EdgeRoutes {
     }
 
     /// Publishes a READY deployment's own host, then its project's production alias.
-    pub async fn publish(&self, db: &Db, deployment: &Deployment) {
+    pub async fn publish(&self, db: &Db, deployment: &Deployment) -> Result<(), EventError> {
         if deployment.state == DeploymentState::Ready
             && let Some(manifest_key) = &deployment.manifest_key
         {
             let id = deployment.id.to_string();
             let label = format!("{}-{}", deployment.project_slug, &id[..8]);
-            self.put(&label, &id, manifest_key).await;
+            self.put(&label, &id, manifest_key).await?;
         }
-        self.publish_production(db, &deployment.project_slug).await;
+        self.publish_production(db, &deployment.project_slug).await
     }
 
     /// Publishes where a project's production alias points now.
-    pub async fn publish_production(&self, db: &Db, slug: &str) {
-        match db.route(slug, None).await {
-            Ok(Some((id, manifest_key))) => self.put(slug, &id.to_string(), &manifest_key).await,
-            Ok(None) => {}
-            Err(e) => warn!(error = %e, slug, "edge route: reading the alias failed"),
+    pub async fn publish_production(&self, db: &Db, slug: &str) -> Result<(), EventError> {
+        if let Some((id, manifest_key)) = db.route(slug, None).await? {
+            self.put(slug, &id.to_string(), &manifest_key).await?;
         }
+        Ok(())
     }
 
-    async fn put(&self, label: &str, deployment_id: &str, manifest_key: &str) {
+    async fn put(
+        &self,
+        label: &str,
+        deployment_id: &str,
+        manifest_key: &str,
+    ) -> Result<(), EventError> {
         let record = serde_json::json!({
             "deployment_id": deployment_id,
             "manifest_key": manifest_key,
         });
-        if let Err(e) = self.store.put_json(&edge_host_key(label), &record).await {
-            warn!(error = %e, label, "edge route: writing the host record failed");
-        }
+        self.store
+            .put_json(&edge_host_key(label), &record)
+            .await
+            .map_err(|e| {
+                warn!(error = %e, label, "edge route: writing the host record failed");
+                EventError::EdgeRoute(e.to_string())
+            })
     }
 }
 
@@ -140,7 +153,7 @@ impl Deployments {
             (&self.edge, self.db.deployment(deployment_id).await?)
         {
             edge.publish_production(&self.db, &deployment.project_slug)
-                .await;
+                .await?;
         }
         Ok(true)
     }
@@ -163,7 +176,16 @@ impl Deployments {
                 .await?
                 .ok_or_else(|| EventError::UnknownDeployment(id.to_string()))?;
             match transition(deployment.state, target)? {
-                Transition::Unchanged => return Ok((Applied::Unchanged, deployment)),
+                Transition::Unchanged => {
+                    // A replayed READY publishes again: an earlier write may have failed.
+                    if deployment.state == DeploymentState::Ready
+                        && target == DeploymentState::Ready
+                        && let Some(edge) = &self.edge
+                    {
+                        edge.publish(&self.db, &deployment).await?;
+                    }
+                    return Ok((Applied::Unchanged, deployment));
+                }
                 Transition::To(next) => {
                     match self
                         .db
@@ -185,7 +207,7 @@ impl Deployments {
                             if next == DeploymentState::Ready
                                 && let Some(edge) = &self.edge
                             {
-                                edge.publish(&self.db, &deployment).await;
+                                edge.publish(&self.db, &deployment).await?;
                             }
                             return Ok((Applied::Moved(next), deployment));
                         }
@@ -218,13 +240,17 @@ impl Deployments {
         if let Some(lines) = event.kind.log_lines() {
             self.db.set_log_lines(id, lines).await?;
         }
-        // A finished build passed through UPLOADING even if that report was lost.
-        if target == DeploymentState::Ready
-            && let Err(e) = self
+        // A finished build passed through UPLOADING even if that report was lost. A
+        // deployment past UPLOADING already (READY, or ended) goes on to the READY
+        // step, which decides: a replayed READY publishes its routes again.
+        if target == DeploymentState::Ready {
+            match self
                 .apply_state(id, DeploymentState::Uploading, None, None)
                 .await
-        {
-            return ignore_transition(id, e);
+            {
+                Ok(_) | Err(EventError::Transition(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         let applied = match self.apply_state(id, target, error, manifest_key).await {
             Ok((applied, _)) => applied,

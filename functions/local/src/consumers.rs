@@ -44,7 +44,8 @@ pub async fn supervise_kafka(
                 anyhow::bail!("the {name} consumer stopped: {result:?}");
             }
         };
-        drop(consumers);
+        // Wait until the old clients are gone: one that meets the new broker can crash.
+        consumers.stop().await;
         warn!(?status, "the kafka broker stopped; starting it again");
         let mut delay = Duration::from_millis(500);
         broker = loop {
@@ -66,6 +67,19 @@ pub async fn supervise_kafka(
 
 /// Aborts its tasks when dropped.
 struct AbortOnDrop(Vec<JoinHandle<anyhow::Result<()>>>);
+
+impl AbortOnDrop {
+    /// Aborts the tasks and waits until each has ended (its clients dropped).
+    async fn stop(mut self) {
+        let tasks = std::mem::take(&mut self.0);
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
