@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::primitives::ByteStream;
 use deploysphere_adapters::s3::ObjectStore;
-use deploysphere_core::manifest::{blob_key, cache_control_for};
+use deploysphere_core::manifest::{cache_control_for, staged_key};
 use deploysphere_core::{Manifest, ManifestEntry};
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
@@ -145,9 +145,17 @@ pub async fn upload(
             let uploaded = if store.blob_exists(&sha).await? {
                 false
             } else {
+                // New content goes under this deployment; the control plane checks it
+                // and publishes it to `blobs/` when the build reports success.
                 let body = ByteStream::from_path(&file.source).await?;
                 store
-                    .put(&blob_key(&sha), body, &content_type, Some(&cache_control))
+                    .put_checked(
+                        &staged_key(deployment_id, &sha),
+                        body,
+                        &sha,
+                        &content_type,
+                        &cache_control,
+                    )
                     .await?;
                 true
             };

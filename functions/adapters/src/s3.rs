@@ -154,6 +154,79 @@ impl ObjectStore {
         .await
     }
 
+    /// Uploads a file under a key with its SHA-256, which S3 checks against the bytes
+    /// it receives and keeps (see [`ObjectStore::sha256_of`]).
+    pub async fn put_checked(
+        &self,
+        key: &str,
+        body: ByteStream,
+        sha256_hex: &str,
+        content_type: &str,
+        cache_control: &str,
+    ) -> Result<(), StoreError> {
+        let digest = hex::decode(sha256_hex)
+            .map_err(|e| StoreError::Invalid(key.to_string(), e.to_string()))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(body)
+            .content_type(content_type)
+            .cache_control(cache_control)
+            .checksum_sha256(base64_encode(&digest))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(service_error(key))
+    }
+
+    /// The SHA-256 (hex) S3 verified when the object was uploaded with one; `None`
+    /// when the object does not exist, `Some(None)` when it has no checksum.
+    pub async fn sha256_of(&self, key: &str) -> Result<Option<Option<String>>, StoreError> {
+        let head = match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+        {
+            Ok(head) => head,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => return Ok(None),
+            Err(e) => return Err(StoreError::Service(format!("head {key}: {e:?}"))),
+        };
+        Ok(Some(
+            head.checksum_sha256()
+                .and_then(base64_decode)
+                .map(hex::encode),
+        ))
+    }
+
+    /// Copies an object within the bucket (server side).
+    pub async fn copy(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .copy_source(format!("{}/{from}", self.bucket))
+            .key(to)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(service_error(to))
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(service_error(key))
+    }
+
     /// Reads a whole object; `None` when it does not exist.
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
         let output = match self
@@ -220,4 +293,14 @@ impl ObjectStore {
             }
         }
     }
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
 }

@@ -92,7 +92,7 @@ impl From<EventError> for ApiError {
             EventError::Db(e) => e.into(),
             EventError::Transition(e) => ApiError::conflict(e.to_string()),
             EventError::UnknownDeployment(_) => ApiError::not_found("deployment"),
-            EventError::EdgeRoute(e) => ApiError::unavailable("the sites' edge routes", &e),
+            EventError::Storage(e) => ApiError::unavailable("the sites bucket", &e),
         }
     }
 }

@@ -35,6 +35,13 @@ pub fn blob_key(sha256_hex: &str) -> String {
     format!("blobs/{sha256_hex}")
 }
 
+/// Where a build task uploads a new blob: under its own deployment, until the control
+/// plane has checked it and copied it to [`blob_key`] (build tasks cannot write
+/// `blobs/`: a hostile build could otherwise replace another site's file).
+pub fn staged_key(deployment_id: &str, sha256_hex: &str) -> String {
+    format!("staging/{deployment_id}/{sha256_hex}")
+}
+
 pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 pub const CACHE_REVALIDATE: &str = "public, max-age=0, must-revalidate";
 

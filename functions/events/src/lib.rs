@@ -22,9 +22,9 @@ pub enum EventError {
     Transition(#[from] TransitionError),
     #[error("deployment {0} does not exist")]
     UnknownDeployment(String),
-    /// The edge router's host record could not be written (retry the event).
-    #[error("edge route: {0}")]
-    EdgeRoute(String),
+    /// The sites bucket failed (a host record or a blob could not be written): retry.
+    #[error("sites bucket: {0}")]
+    Storage(String),
 }
 
 /// Scheduling limits.
@@ -113,7 +113,7 @@ impl EdgeRoutes {
             .await
             .map_err(|e| {
                 warn!(error = %e, label, "edge route: writing the host record failed");
-                EventError::EdgeRoute(e.to_string())
+                EventError::Storage(e.to_string())
             })
     }
 }
@@ -125,6 +125,7 @@ pub struct Deployments {
     launcher: Arc<dyn Launcher>,
     config: SchedulerConfig,
     edge: Option<EdgeRoutes>,
+    sites: Option<ObjectStore>,
 }
 
 impl Deployments {
@@ -134,12 +135,15 @@ impl Deployments {
             launcher,
             config,
             edge: None,
+            sites: None,
         }
     }
 
-    /// Also keeps the edge router's host records up to date.
-    pub fn with_edge_routes(mut self, edge: EdgeRoutes) -> Self {
-        self.edge = Some(edge);
+    /// Works with the sites bucket: publishes the blobs a build staged when it
+    /// finishes, and keeps the edge router's host records up to date.
+    pub fn with_sites_bucket(mut self, store: ObjectStore) -> Self {
+        self.edge = Some(EdgeRoutes::new(store.clone()));
+        self.sites = Some(store);
         self
     }
 
@@ -239,6 +243,26 @@ impl Deployments {
         };
         if let Some(lines) = event.kind.log_lines() {
             self.db.set_log_lines(id, lines).await?;
+        }
+        if let (BuildEventKind::Finished { manifest_key, .. }, Some(store)) =
+            (&event.kind, &self.sites)
+        {
+            match publish_staged_blobs(store, &event.deployment_id, manifest_key).await {
+                Ok(()) => {}
+                Err(StagedError::Content(reason)) => {
+                    return match self
+                        .apply_state(id, DeploymentState::Failed, Some(&reason), None)
+                        .await
+                    {
+                        Ok((applied, _)) => {
+                            self.schedule_best_effort().await;
+                            Ok(applied)
+                        }
+                        Err(e) => ignore_transition(id, e),
+                    };
+                }
+                Err(StagedError::Store(e)) => return Err(EventError::Storage(e)),
+            }
         }
         // A finished build passed through UPLOADING even if that report was lost. A
         // deployment past UPLOADING already (READY, or ended) goes on to the READY
@@ -380,6 +404,75 @@ impl Deployments {
 
 /// A transition the state machine refuses (an event for a deployment that is final
 /// already, say canceled) is logged and ignored; other errors are returned.
+/// Why a finished build's files cannot be published.
+#[derive(Debug)]
+pub enum StagedError {
+    /// The upload is missing or not what the manifest says: the deployment fails.
+    Content(String),
+    /// S3 failed: retry.
+    Store(String),
+}
+
+/// Publishes the blobs a build staged under `staging/<id>/`: each manifest blob that
+/// is not in `blobs/` yet must be staged with the SHA-256 S3 verified on upload equal
+/// to its name; it is then copied to `blobs/` and the staged copy removed. A build
+/// task cannot write `blobs/` itself, so it cannot replace another site's content.
+pub async fn publish_staged_blobs(
+    store: &ObjectStore,
+    deployment_id: &str,
+    manifest_key: &str,
+) -> Result<(), StagedError> {
+    use deploysphere_core::manifest::{blob_key, staged_key};
+    use futures::{StreamExt, TryStreamExt};
+    if manifest_key != deploysphere_core::manifest::manifest_key(deployment_id) {
+        return Err(StagedError::Content(format!(
+            "the build reported a manifest that is not its own: {manifest_key}"
+        )));
+    }
+    let manifest = store
+        .get_manifest(manifest_key)
+        .await
+        .map_err(|e| StagedError::Store(e.to_string()))?
+        .ok_or_else(|| StagedError::Content("the build's manifest was not uploaded".into()))?;
+    let mut blobs: Vec<(String, String)> = manifest
+        .files
+        .into_iter()
+        .map(|(path, entry)| (entry.blob, path))
+        .collect();
+    blobs.sort();
+    blobs.dedup_by(|a, b| a.0 == b.0);
+    futures::stream::iter(blobs)
+        .map(|(blob, path)| async move {
+            let blob = blob.as_str();
+            let store_error =
+                |e: deploysphere_adapters::s3::StoreError| StagedError::Store(e.to_string());
+            if store.blob_exists(blob).await.map_err(store_error)? {
+                return Ok(());
+            }
+            let staged = staged_key(deployment_id, blob);
+            match store.sha256_of(&staged).await.map_err(store_error)? {
+                Some(Some(sha)) if sha == blob => {}
+                Some(_) => {
+                    return Err(StagedError::Content(format!(
+                        "the upload of {path} does not match its content hash"
+                    )));
+                }
+                None => {
+                    return Err(StagedError::Content(format!("{path} was not uploaded")));
+                }
+            }
+            store
+                .copy(&staged, &blob_key(blob))
+                .await
+                .map_err(store_error)?;
+            store.delete(&staged).await.map_err(store_error)
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
 fn ignore_transition(id: Uuid, error: EventError) -> Result<Applied, EventError> {
     match error {
         EventError::Transition(e) => {

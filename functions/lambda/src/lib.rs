@@ -18,7 +18,7 @@ use deploysphere_adapters::s3::{ObjectStore, S3Config};
 use deploysphere_core::{BuildEvent, Launcher};
 use deploysphere_ecs::{AwsAccess, EcsLauncher, EcsSettings};
 use deploysphere_events::ecs::{TaskStateChangeEvent, task_stopped};
-use deploysphere_events::{Deployments, EdgeRoutes, SchedulerConfig};
+use deploysphere_events::{Deployments, SchedulerConfig};
 use serde_json::Value;
 
 pub use lambda_http;
@@ -212,7 +212,7 @@ impl Settings {
         };
         Ok(
             Deployments::new(db, Arc::new(launcher) as Arc<dyn Launcher>, scheduler)
-                .with_edge_routes(EdgeRoutes::new(self.object_store()?)),
+                .with_sites_bucket(self.object_store()?),
         )
     }
 

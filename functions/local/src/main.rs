@@ -20,7 +20,7 @@ use deploysphere_adapters::pg::{self, Db};
 use deploysphere_adapters::s3::{ObjectStore, S3Config};
 use deploysphere_api::{ApiConfig, AppState, SitesConfig, hash_token, new_token};
 use deploysphere_core::{DeploymentState, Launcher};
-use deploysphere_events::{Deployments, EdgeRoutes, SchedulerConfig};
+use deploysphere_events::{Deployments, SchedulerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{error, info};
@@ -327,7 +327,7 @@ async fn run(
     };
     let deployments =
         Deployments::new(db.clone(), launcher.clone() as Arc<dyn Launcher>, scheduler)
-            .with_edge_routes(EdgeRoutes::new(store.clone()));
+            .with_sites_bucket(store.clone());
 
     // Builds that were running when the platform last stopped have no process now.
     for id in db.launched_unfinished().await? {
