@@ -32,13 +32,25 @@ edge: setup
 	cd dist/edge && python3 -m zipfile -c ../edge.zip index.mjs router.mjs router.wasm config.json
 	@echo "dist/edge.zip: $$(stat -c %s dist/edge.zip) bytes"
 
-## The Lambda zips' contents (cargo-lambda, x86_64 and arm64):
-## dist/lambda/{x86_64,arm64}/deploysphere-{api,ws,log-ingest,events}/bootstrap.
+## The Lambdas (cargo-lambda, x86_64 and arm64):
+## dist/lambda/{x86_64,arm64}/deploysphere-{api,ws,log-ingest,events}/bootstrap, and a
+## zip of each beside its folder.
+## librdkafka's own build (configure + make) reads $$CC/$$CXX/$$AR, not cargo-zigbuild's
+## per-target compilers: for arm64 they point at zig (scripts/aarch64-linux-*), and lld
+## needs --undefined-version for librdkafka's version script.
 LAMBDAS := -p deploysphere-lambda --bin deploysphere-api --bin deploysphere-ws --bin deploysphere-log-ingest --bin deploysphere-events
 lambda:
 	@scripts/setup.sh lambda
 	cargo lambda build --release $(LAMBDAS) --lambda-dir dist/lambda/x86_64 --x86-64
-	cargo lambda build --release $(LAMBDAS) --lambda-dir dist/lambda/arm64 --arm64
+	LDFLAGS=-Wl,--undefined-version \
+	  CC=$(CURDIR)/scripts/aarch64-linux-cc CXX=$(CURDIR)/scripts/aarch64-linux-cxx AR=$(CURDIR)/scripts/aarch64-linux-ar \
+	  HOST_CC=cc HOST_CXX=c++ CC_x86_64_unknown_linux_gnu=cc CXX_x86_64_unknown_linux_gnu=c++ AR_x86_64_unknown_linux_gnu=ar \
+	  cargo lambda build --release $(LAMBDAS) --lambda-dir dist/lambda/arm64 --arm64
+	@for dir in dist/lambda/x86_64/* dist/lambda/arm64/*; do \
+	  [ -f $$dir/bootstrap ] || continue; \
+	  (cd $$dir && python3 -m zipfile -c ../$$(basename $$dir).zip bootstrap); \
+	  echo "$$dir.zip: $$(stat -c %s $$dir.zip) bytes"; \
+	done
 
 ## Stand the platform up on AWS from infra/ (see infra/README.md for the variables).
 deploy: lambda
