@@ -118,3 +118,29 @@ async fn a_missing_upload_or_a_foreign_manifest_fails_the_build() {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_build_reads_its_spec_from_s3_and_the_spec_is_gone_once_it_ends() {
+    let api = Api::new_account("spec").await;
+    let repo = Repo::from_fixture("static-site");
+    repo.commit("v1");
+    let project = api
+        .create_project(serde_json::json!({
+            "name": "spec site",
+            "git_url": repo.url(),
+            "env": {"TOKEN": {"value": "hunter2-spec", "secret": true}}
+        }))
+        .await;
+    let deployment = api.deploy(project["id"].as_str().unwrap()).await;
+    let id = deployment["id"].as_str().unwrap();
+    assert_eq!(api.wait_final(id).await["state"], "READY");
+    let key = deploysphere_core::manifest::build_spec_key(id);
+    let start = std::time::Instant::now();
+    while object_store().exists(&key).await.unwrap() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the spec (with the project's secrets) outlived the build"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -1,12 +1,13 @@
-//! `builder`: runs one build task. Reads the deployment's [`BuildSpec`] from
-//! `DEPLOYSPHERE_BUILD_SPEC` and the platform endpoints from the environment; exits 0
+//! `builder`: runs one build task. Reads the deployment's [`BuildSpec`] from the S3
+//! object `DEPLOYSPHERE_BUILD_SPEC_KEY` and the platform endpoints from the
+//! environment; exits 0
 //! once its final report is delivered (whatever the build's outcome), non-zero when
 //! it could not report.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use deploysphere_adapters::s3::S3Config;
+use deploysphere_adapters::s3::{ObjectStore, S3Config};
 use deploysphere_builder::{BuilderConfig, run};
 use deploysphere_core::BuildSpec;
 
@@ -14,9 +15,34 @@ fn env(name: &str) -> anyhow::Result<String> {
     std::env::var(name).with_context(|| format!("{name} must be set"))
 }
 
-fn config() -> anyhow::Result<(BuildSpec, BuilderConfig)> {
-    let spec: BuildSpec = serde_json::from_str(&env("DEPLOYSPHERE_BUILD_SPEC")?)
-        .context("DEPLOYSPHERE_BUILD_SPEC is not a valid build spec")?;
+/// The build spec: the object named by `DEPLOYSPHERE_BUILD_SPEC_KEY` in the sites
+/// bucket. The launcher leaves it there (both shapes) so that the project's secrets
+/// are in neither the task's overrides nor the process environment.
+async fn spec(s3: &S3Config) -> anyhow::Result<BuildSpec> {
+    let key = env("DEPLOYSPHERE_BUILD_SPEC_KEY")?;
+    let json = ObjectStore::new(s3)
+        .get(&key)
+        .await
+        .with_context(|| format!("reading the build spec {key}"))?
+        .with_context(|| format!("the build spec {key} does not exist"))?;
+    serde_json::from_slice(&json).with_context(|| format!("the build spec {key} is not valid"))
+}
+
+/// The Redis URL: `DEPLOYSPHERE_REDIS_URL`, or (AWS shape) host, port and AUTH token
+/// over TLS.
+fn redis_url() -> Option<String> {
+    if let Ok(url) = std::env::var("DEPLOYSPHERE_REDIS_URL") {
+        return Some(url);
+    }
+    let host = std::env::var("DEPLOYSPHERE_REDIS_HOST").ok()?;
+    let port = std::env::var("DEPLOYSPHERE_REDIS_PORT").unwrap_or_else(|_| "6379".into());
+    Some(match std::env::var("DEPLOYSPHERE_REDIS_AUTH") {
+        Ok(token) => format!("rediss://:{token}@{host}:{port}"),
+        Err(_) => format!("redis://{host}:{port}"),
+    })
+}
+
+fn config() -> anyhow::Result<BuilderConfig> {
     let config = BuilderConfig {
         kafka_brokers: env("DEPLOYSPHERE_KAFKA_BROKERS")?,
         s3: S3Config {
@@ -27,7 +53,7 @@ fn config() -> anyhow::Result<(BuildSpec, BuilderConfig)> {
             secret_key: env("DEPLOYSPHERE_S3_SECRET_KEY")?,
             session_token: std::env::var("DEPLOYSPHERE_S3_SESSION_TOKEN").ok(),
         },
-        redis_url: std::env::var("DEPLOYSPHERE_REDIS_URL").ok(),
+        redis_url: redis_url(),
         work_dir: PathBuf::from(
             std::env::var("DEPLOYSPHERE_WORK_DIR")
                 .unwrap_or_else(|_| "/tmp/deploysphere-builds".into()),
@@ -35,12 +61,13 @@ fn config() -> anyhow::Result<(BuildSpec, BuilderConfig)> {
         allow_local_sources: std::env::var("DEPLOYSPHERE_ALLOW_LOCAL_SOURCES")
             .is_ok_and(|v| v == "1"),
     };
-    Ok((spec, config))
+    Ok(config)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (spec, config) = config()?;
+    let config = config()?;
+    let spec = spec(&config.s3).await?;
     std::fs::create_dir_all(&config.work_dir)?;
     let succeeded = run(&spec, &config).await?;
     eprintln!(

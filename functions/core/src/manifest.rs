@@ -42,6 +42,13 @@ pub fn staged_key(deployment_id: &str, sha256_hex: &str) -> String {
     format!("staging/{deployment_id}/{sha256_hex}")
 }
 
+/// Where the launcher leaves a build's spec for the build task (AWS shape): the spec
+/// holds the project's env values, secrets included, which must not travel in
+/// RunTask's overrides (visible to `DescribeTasks`, capped at 8 KiB).
+pub fn build_spec_key(deployment_id: &str) -> String {
+    format!("staging/{deployment_id}/build-spec.json")
+}
+
 pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 pub const CACHE_REVALIDATE: &str = "public, max-age=0, must-revalidate";
 

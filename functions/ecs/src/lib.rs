@@ -8,7 +8,10 @@
 //! Instead the builder gets short-lived credentials of the build upload role, narrowed
 //! by a session policy to this deployment's own objects (`staging/<id>/*` and
 //! `manifests/<id>.json`), read access to the shared blobs (to skip uploads that are
-//! there already) and writing to the log topics.
+//! there already) and writing to the log topics. The build spec, which holds the
+//! project's env values (secrets too), is left in S3 for the build
+//! (`staging/<id>/build-spec.json`), not in the overrides: those are capped at 8 KiB
+//! and shown by `DescribeTasks`.
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
@@ -21,6 +24,8 @@ use aws_smithy_http_client::Builder as HttpClientBuilder;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_types::SdkConfig;
 use aws_types::region::Region;
+use deploysphere_adapters::s3::ObjectStore;
+use deploysphere_core::manifest::build_spec_key;
 use deploysphere_core::{BuildSpec, LaunchError, Launcher};
 use tracing::info;
 
@@ -163,15 +168,22 @@ pub struct EcsLauncher {
     ecs: aws_sdk_ecs::Client,
     sts: aws_sdk_sts::Client,
     settings: EcsSettings,
+    /// The sites bucket, where each build's spec is left for it.
+    store: ObjectStore,
 }
 
 impl EcsLauncher {
-    pub fn new(access: &AwsAccess, settings: EcsSettings) -> Result<Self, LaunchError> {
+    pub fn new(
+        access: &AwsAccess,
+        settings: EcsSettings,
+        store: ObjectStore,
+    ) -> Result<Self, LaunchError> {
         let config = access.sdk_config()?;
         Ok(EcsLauncher {
             ecs: aws_sdk_ecs::Client::new(&config),
             sts: aws_sdk_sts::Client::new(&config),
             settings,
+            store,
         })
     }
 
@@ -192,6 +204,12 @@ impl EcsLauncher {
                         format!("{bucket}/staging/{deployment_id}/*"),
                         format!("{bucket}/manifests/{deployment_id}.json"),
                     ],
+                },
+                {
+                    "Sid": "OwnBuildSpec",
+                    "Effect": "Allow",
+                    "Action": ["s3:GetObject"],
+                    "Resource": [format!("{bucket}/{}", build_spec_key(deployment_id))],
                 },
                 {
                     "Sid": "SharedBlobsReadOnly",
@@ -283,10 +301,15 @@ fn env(name: &str, value: &str) -> KeyValuePair {
 impl Launcher for EcsLauncher {
     async fn launch(&self, spec: BuildSpec) -> Result<(), LaunchError> {
         let id = spec.deployment_id.clone();
-        let spec_json = serde_json::to_string(&spec).map_err(|e| LaunchError(e.to_string()))?;
+        let spec_json = serde_json::to_value(&spec).map_err(|e| LaunchError(e.to_string()))?;
+        let spec_key = build_spec_key(&id);
+        self.store
+            .put_json(&spec_key, &spec_json)
+            .await
+            .map_err(|e| LaunchError(format!("leaving the build spec in S3: {e}")))?;
         let mut environment = vec![
             env("DEPLOYSPHERE_DEPLOYMENT_ID", &id),
-            env("DEPLOYSPHERE_BUILD_SPEC", &spec_json),
+            env("DEPLOYSPHERE_BUILD_SPEC_KEY", &spec_key),
             env("DEPLOYSPHERE_S3_BUCKET", &self.settings.bucket),
         ];
         environment.extend(self.build_credentials(&id).await?);

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::types::{Compatibility, ContainerDefinition, NetworkMode};
+use deploysphere_adapters::s3::{ObjectStore, S3Config};
 use deploysphere_core::{BuildSpec, Launcher};
 use deploysphere_ecs::{AwsAccess, BUILD_CONTAINER, EcsLauncher, EcsSettings};
 
@@ -168,6 +169,20 @@ fn access(moto: &Moto) -> AwsAccess {
     }
 }
 
+/// The sites bucket, on the emulator's S3.
+async fn sites(moto: &Moto) -> ObjectStore {
+    let store = ObjectStore::new(&S3Config {
+        endpoint: Some(moto.endpoint.clone()),
+        region: "us-east-1".into(),
+        bucket: "deploysphere-sites".into(),
+        access_key: "testing".into(),
+        secret_key: "testing".into(),
+        session_token: None,
+    });
+    store.ensure_bucket().await.expect("bucket");
+    store
+}
+
 fn settings(task_definition: &str, subnets: Vec<String>, security_group: String) -> EcsSettings {
     EcsSettings {
         cluster: "deploysphere".into(),
@@ -227,9 +242,11 @@ async fn run_task_carries_the_deployment_and_cancel_stops_it_on_the_moto_emulato
         endpoint: Some(string_fixing_proxy(&moto).await),
         ..access(&moto)
     };
+    let store = sites(&moto).await;
     let launcher = EcsLauncher::new(
         &proxied,
         settings("deploysphere-build", subnets.clone(), group),
+        store.clone(),
     )
     .unwrap();
     let ecs = aws_sdk_ecs::Client::new(&proxied.sdk_config().unwrap());
@@ -266,7 +283,16 @@ async fn run_task_carries_the_deployment_and_cancel_stops_it_on_the_moto_emulato
         .map(|kv| (kv.name().unwrap(), kv.value().unwrap()))
         .collect();
     assert_eq!(env["DEPLOYSPHERE_DEPLOYMENT_ID"], id);
-    let sent: BuildSpec = serde_json::from_str(env["DEPLOYSPHERE_BUILD_SPEC"]).unwrap();
+    // The spec, with the project's secret, is an object for the build, not an override.
+    assert!(!env.contains_key("DEPLOYSPHERE_BUILD_SPEC"));
+    assert!(
+        !env.values().any(|v| v.contains("s3cr3t")),
+        "no secret value in the task's overrides"
+    );
+    let key = env["DEPLOYSPHERE_BUILD_SPEC_KEY"];
+    assert_eq!(key, format!("staging/{id}/build-spec.json"));
+    let sent: BuildSpec =
+        serde_json::from_slice(&store.get(key).await.unwrap().expect("the spec object")).unwrap();
     assert_eq!(sent, spec(id));
     for key in [
         "DEPLOYSPHERE_S3_ACCESS_KEY",
@@ -312,7 +338,12 @@ async fn a_task_that_cannot_run_is_a_launch_error_on_the_moto_emulator() {
         endpoint: Some(string_fixing_proxy(&moto).await),
         ..access(&moto)
     };
-    let launcher = EcsLauncher::new(&proxied, settings("no-such-family", subnets, group)).unwrap();
+    let launcher = EcsLauncher::new(
+        &proxied,
+        settings("no-such-family", subnets, group),
+        sites(&moto).await,
+    )
+    .unwrap();
     let error = launcher
         .launch(spec("0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"))
         .await
@@ -332,6 +363,14 @@ fn the_session_policy_lets_a_build_write_only_its_own_objects() {
             credentials: Some(("k".into(), "s".into(), None)),
         },
         settings("deploysphere-build", vec!["subnet-1".into()], "sg-1".into()),
+        ObjectStore::new(&S3Config {
+            endpoint: Some("http://127.0.0.1:1".into()),
+            region: "us-east-1".into(),
+            bucket: "deploysphere-sites".into(),
+            access_key: "k".into(),
+            secret_key: "s".into(),
+            session_token: None,
+        }),
     )
     .unwrap();
     let policy: serde_json::Value = serde_json::from_str(&launcher.session_policy("d-1")).unwrap();
@@ -355,5 +394,16 @@ fn the_session_policy_lets_a_build_write_only_its_own_objects() {
             "arn:aws:s3:::deploysphere-sites/staging/d-1/*",
             "arn:aws:s3:::deploysphere-sites/manifests/d-1.json"
         ]
+    );
+    let spec_reads: Vec<&serde_json::Value> = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["Sid"] == "OwnBuildSpec")
+        .flat_map(|s| s["Resource"].as_array().unwrap())
+        .collect();
+    assert_eq!(
+        spec_reads,
+        ["arn:aws:s3:::deploysphere-sites/staging/d-1/build-spec.json"]
     );
 }

@@ -147,6 +147,17 @@ impl Deployments {
         self
     }
 
+    /// Removes the spec the launcher left for a build (it holds the project's
+    /// secrets) once the build has ended; a leftover expires with `staging/` anyway.
+    async fn forget_build_spec(&self, deployment_id: &str) {
+        if let Some(store) = &self.sites {
+            let key = deploysphere_core::manifest::build_spec_key(deployment_id);
+            if let Err(e) = store.delete(&key).await {
+                warn!(error = %e, deployment_id, "removing the build spec failed");
+            }
+        }
+    }
+
     /// Points a project's production alias at one of its READY deployments (rollback
     /// or roll-forward); false when it is not one.
     pub async fn promote(&self, project_id: Uuid, deployment_id: Uuid) -> Result<bool, EventError> {
@@ -255,6 +266,7 @@ impl Deployments {
                         .await
                     {
                         Ok((applied, _)) => {
+                            self.forget_build_spec(&event.deployment_id).await;
                             self.schedule_best_effort().await;
                             Ok(applied)
                         }
@@ -281,6 +293,7 @@ impl Deployments {
             Err(e) => return ignore_transition(id, e),
         };
         if matches!(applied, Applied::Moved(state) if state.is_final()) {
+            self.forget_build_spec(&event.deployment_id).await;
             self.schedule_best_effort().await;
         }
         Ok(applied)
@@ -334,6 +347,7 @@ impl Deployments {
             if let Err(e) = self.launcher.cancel(&id.to_string()).await {
                 warn!(deployment_id = %id, error = %e, "could not stop the build task");
             }
+            self.forget_build_spec(&id.to_string()).await;
             self.schedule_best_effort().await;
         }
         Ok(deployment)

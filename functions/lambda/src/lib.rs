@@ -201,8 +201,8 @@ impl Settings {
             bucket: self.var("DEPLOYSPHERE_BUCKET")?,
             partition: self.var_or("DEPLOYSPHERE_AWS_PARTITION", "aws"),
         };
-        let launcher =
-            EcsLauncher::new(&self.aws_access()?, settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let launcher = EcsLauncher::new(&self.aws_access()?, settings, self.object_store()?)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let max_builds = self.var_or("DEPLOYSPHERE_MAX_BUILDS", "4");
         let scheduler = SchedulerConfig {
             max_concurrent_builds: max_builds.parse().with_context(|| {

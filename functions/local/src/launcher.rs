@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deploysphere_adapters::now_ms;
+use deploysphere_adapters::s3::ObjectStore;
+use deploysphere_core::manifest::build_spec_key;
 use deploysphere_core::{BuildEvent, BuildEventKind, BuildSpec, LaunchError, Launcher};
 use tokio::process::Command;
 use tokio::sync::mpsc;
@@ -20,6 +22,8 @@ pub struct LocalLauncher {
     pub logs_dir: PathBuf,
     running: Arc<Mutex<HashMap<String, u32>>>,
     stopped: mpsc::UnboundedSender<BuildEvent>,
+    /// The sites bucket, where each build's spec is left for it.
+    store: ObjectStore,
 }
 
 impl LocalLauncher {
@@ -28,6 +32,7 @@ impl LocalLauncher {
         env: Vec<(String, String)>,
         logs_dir: PathBuf,
         stopped: mpsc::UnboundedSender<BuildEvent>,
+        store: ObjectStore,
     ) -> Self {
         LocalLauncher {
             builder_bin,
@@ -35,6 +40,7 @@ impl LocalLauncher {
             logs_dir,
             running: Arc::default(),
             stopped,
+            store,
         }
     }
 
@@ -111,7 +117,14 @@ fn remove_cgroups(deployment_id: &str) -> bool {
 impl Launcher for LocalLauncher {
     async fn launch(&self, spec: BuildSpec) -> Result<(), LaunchError> {
         let id = spec.deployment_id.clone();
-        let spec_json = serde_json::to_string(&spec).map_err(|e| LaunchError(e.to_string()))?;
+        // As on AWS, the spec (secrets included) is an object the build reads, not
+        // part of its command line or environment.
+        let spec_json = serde_json::to_value(&spec).map_err(|e| LaunchError(e.to_string()))?;
+        let spec_key = build_spec_key(&id);
+        self.store
+            .put_json(&spec_key, &spec_json)
+            .await
+            .map_err(|e| LaunchError(format!("leaving the build spec in S3: {e}")))?;
         std::fs::create_dir_all(&self.logs_dir).map_err(|e| LaunchError(e.to_string()))?;
         let log = std::fs::File::create(self.logs_dir.join(format!("{id}.log")))
             .map_err(|e| LaunchError(e.to_string()))?;
@@ -120,7 +133,7 @@ impl Launcher for LocalLauncher {
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("DEPLOYSPHERE_BUILD_SPEC", spec_json)
+            .env("DEPLOYSPHERE_BUILD_SPEC_KEY", spec_key)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

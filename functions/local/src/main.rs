@@ -320,6 +320,7 @@ async fn run(
         builder_env,
         logs.join("builds"),
         stopped_tx,
+        store.clone(),
     ));
     let scheduler = SchedulerConfig {
         max_concurrent_builds: args.max_builds,
