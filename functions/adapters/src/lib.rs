@@ -14,3 +14,12 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+/// The HTTP client of every AWS SDK client of the platform: HTTPS through rustls (ring)
+/// with the system's trusted roots, and plain HTTP for local servers and emulators.
+pub fn aws_http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}

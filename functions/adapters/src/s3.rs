@@ -50,7 +50,7 @@ impl ObjectStore {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))
             .credentials_provider(credentials)
-            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .http_client(crate::aws_http_client())
             .force_path_style(true);
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint);

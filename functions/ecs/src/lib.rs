@@ -20,7 +20,6 @@ use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ContainerOverride, KeyValuePair, LaunchType,
     NetworkConfiguration, TaskOverride,
 };
-use aws_smithy_http_client::Builder as HttpClientBuilder;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_types::SdkConfig;
 use aws_types::region::Region;
@@ -74,9 +73,7 @@ impl AwsAccess {
             .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
             .region(Region::new(self.region.clone()))
             .credentials_provider(credentials)
-            // Plain HTTP: enough for emulators on loopback. Builds for AWS use TLS
-            // (not done yet, see functions/ecs in DEVELOPING.md).
-            .http_client(HttpClientBuilder::new().build_http());
+            .http_client(deploysphere_adapters::aws_http_client());
         if let Some(endpoint) = &self.endpoint {
             builder = builder.endpoint_url(endpoint);
         }

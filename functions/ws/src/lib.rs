@@ -497,7 +497,7 @@ impl ApiGatewayPoster {
                 None,
                 "deploysphere",
             ))
-            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .http_client(deploysphere_adapters::aws_http_client())
             .endpoint_url(endpoint)
             .build();
         ApiGatewayPoster {
