@@ -46,9 +46,12 @@ lambda:
 	  CC=$(CURDIR)/scripts/aarch64-linux-cc CXX=$(CURDIR)/scripts/aarch64-linux-cxx AR=$(CURDIR)/scripts/aarch64-linux-ar \
 	  HOST_CC=cc HOST_CXX=c++ CC_x86_64_unknown_linux_gnu=cc CXX_x86_64_unknown_linux_gnu=c++ AR_x86_64_unknown_linux_gnu=ar \
 	  cargo lambda build --release $(LAMBDAS) --lambda-dir dist/lambda/arm64 --arm64
+	@curl -fsSL https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem -o dist/lambda/rds-ca.pem \
+	  || { echo "make lambda: could not fetch Amazon RDS's CA bundle (needed to check the database's certificate)"; exit 1; }
 	@for dir in dist/lambda/x86_64/* dist/lambda/arm64/*; do \
 	  [ -f $$dir/bootstrap ] || continue; \
-	  (cd $$dir && python3 -m zipfile -c ../$$(basename $$dir).zip bootstrap); \
+	  cp dist/lambda/rds-ca.pem $$dir/rds-ca.pem; \
+	  (cd $$dir && python3 -m zipfile -c ../$$(basename $$dir).zip bootstrap rds-ca.pem); \
 	  echo "$$dir.zip: $$(stat -c %s $$dir.zip) bytes"; \
 	done
 

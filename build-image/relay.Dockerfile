@@ -17,5 +17,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && rm -rf /var/lib/apt/lists/* \
     && useradd --uid 10001 --user-group relay
 COPY --from=compile /relay /usr/local/bin/relay
+# Amazon RDS's CA bundle: the relay checks the database's certificate against it.
+ADD https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem /etc/deploysphere/rds-ca.pem
 USER relay
 ENTRYPOINT ["/usr/local/bin/relay"]

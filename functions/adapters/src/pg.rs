@@ -56,17 +56,70 @@ impl DbError {
 
 pub type DbResult<T> = Result<T, DbError>;
 
-/// Opens a pool on a `postgres://` URL.
+/// How the server's TLS certificate is checked when the URL asks for TLS
+/// (`sslmode=require` or `prefer`).
+#[derive(Debug, Clone)]
+pub enum ServerCert {
+    /// Against the system's trusted roots.
+    SystemRoots,
+    /// Against the CA certificates (PEM) in this file, e.g. Amazon RDS's bundle.
+    CaFile(std::path::PathBuf),
+}
+
+/// Opens a pool on a `postgres://` URL, without TLS (local servers, `sslmode`
+/// absent or `disable`).
 pub fn connect(url: &str, max_size: usize) -> anyhow::Result<Pool> {
     let config: tokio_postgres::Config = url.parse()?;
+    let manager = Manager::from_config(config, NoTls, manager_config());
+    Ok(Pool::builder(manager).max_size(max_size).build()?)
+}
+
+/// Opens a pool on a `postgres://` URL whose `sslmode` is `require` (RDS), checking
+/// the server's certificate and host name with `certs`.
+pub fn connect_tls(url: &str, max_size: usize, certs: &ServerCert) -> anyhow::Result<Pool> {
+    let config: tokio_postgres::Config = url.parse()?;
+    anyhow::ensure!(
+        config.get_ssl_mode() == tokio_postgres::config::SslMode::Require,
+        "the database URL must say sslmode=require to use TLS"
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    match certs {
+        ServerCert::SystemRoots => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+        ServerCert::CaFile(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            use rustls::pki_types::pem::PemObject;
+            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+                roots.add(cert?)?;
+            }
+        }
+    }
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "no trusted CA certificate for the database"
+    );
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let manager = Manager::from_config(
         config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
+        tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+        manager_config(),
     );
     Ok(Pool::builder(manager).max_size(max_size).build()?)
+}
+
+fn manager_config() -> ManagerConfig {
+    ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    }
 }
 
 /// Applies every migration that has not run yet, each in its own transaction.

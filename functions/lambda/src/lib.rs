@@ -138,8 +138,21 @@ impl Settings {
         )
     }
 
+    /// The database pool: over TLS when the URL says `sslmode=require` (RDS forces
+    /// TLS), checking the server against `DEPLOYSPHERE_DATABASE_CA_FILE` (Amazon RDS's
+    /// bundle) or else the system's roots.
     pub async fn db(&self) -> anyhow::Result<Db> {
-        Ok(Db::new(pg::connect(&self.database_url().await?, 4)?))
+        let url = self.database_url().await?;
+        let pool = if url.contains("sslmode=require") {
+            let certs = match self.source.var("DEPLOYSPHERE_DATABASE_CA_FILE") {
+                Some(path) => pg::ServerCert::CaFile(path.into()),
+                None => pg::ServerCert::SystemRoots,
+            };
+            pg::connect_tls(&url, 4, &certs)?
+        } else {
+            pg::connect(&url, 4)?
+        };
+        Ok(Db::new(pool))
     }
 
     pub async fn log_store(&self) -> anyhow::Result<LogStore> {
@@ -249,7 +262,7 @@ pub fn database_url_from_secret(secret: &str, host: &str, name: &str) -> anyhow:
             .collect::<String>()
     };
     Ok(format!(
-        "postgres://{}:{}@{host}:5432/{name}",
+        "postgres://{}:{}@{host}:5432/{name}?sslmode=require",
         encode(field("username")?),
         encode(field("password")?)
     ))
@@ -349,7 +362,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             url,
-            "postgres://dsadmin:p%40ss%3Aw%2Frd@db.example.internal:5432/deploysphere"
+            "postgres://dsadmin:p%40ss%3Aw%2Frd@db.example.internal:5432/deploysphere?sslmode=require"
         );
         assert!(database_url_from_secret("{}", "h", "n").is_err());
     }
