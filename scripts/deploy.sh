@@ -18,6 +18,7 @@ REGISTRY=$ACCOUNT.dkr.ecr.$REGION.amazonaws.com
 output() { aws cloudformation describe-stacks --region "$1" --stack-name "$2" \
   --query "Stacks[0].Outputs[?OutputKey=='$3'].OutputValue" --output text; }
 
+[ -f dist/lambda/rds-ca.pem ] || { echo "deploy: dist/lambda/rds-ca.pem is missing (see make lambda's warning)" >&2; exit 1; }
 rm -rf dist/lambda/current && cp -r "dist/lambda/$ARCH" dist/lambda/current
 make edge DOMAIN="$DOMAIN" BUCKET="$BUCKET" REGION="$REGION"
 
