@@ -301,6 +301,8 @@ impl Reporter {
         // After an outage, wait for the broker before deciding what to send again.
         self.flush_until(deadline).await;
         let resend_from = if self.outage.seen() {
+            // Every line goes again: refusals from before count only if they recur.
+            self.failed = 0;
             self.system("The log broker was unreachable during the build: sending the whole log again (the log store keeps one copy of each line)")
                 .await;
             Some(1)

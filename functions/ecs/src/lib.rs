@@ -30,6 +30,8 @@ use tracing::info;
 
 /// The build task definition's container that runs the builder.
 pub const BUILD_CONTAINER: &str = "builder";
+/// The longest build on AWS: the upload credentials' hour, less time to upload.
+pub const MAX_BUILD_SECONDS: u64 = 50 * 60;
 
 /// Where and how build tasks run.
 #[derive(Debug, Clone)]
@@ -296,8 +298,12 @@ fn env(name: &str, value: &str) -> KeyValuePair {
 
 #[async_trait::async_trait]
 impl Launcher for EcsLauncher {
-    async fn launch(&self, spec: BuildSpec) -> Result<(), LaunchError> {
+    async fn launch(&self, mut spec: BuildSpec) -> Result<(), LaunchError> {
         let id = spec.deployment_id.clone();
+        // The upload credentials last an hour (the most a role chain allows): a longer
+        // build could not upload its output, so its time limit is cut to fit (the
+        // build's log states the limit it runs with).
+        spec.limits.timeout_seconds = spec.limits.timeout_seconds.min(MAX_BUILD_SECONDS);
         let spec_json = serde_json::to_value(&spec).map_err(|e| LaunchError(e.to_string()))?;
         let spec_key = build_spec_key(&id);
         self.store
