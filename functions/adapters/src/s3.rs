@@ -87,18 +87,17 @@ impl ObjectStore {
     }
 
     /// The object's metadata; `None` when it does not exist.
+    /// With `checksum`, also the checksums S3 verified on upload.
     async fn head(
         &self,
         key: &str,
+        checksum: bool,
     ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>, StoreError> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        let mut request = self.client.head_object().bucket(&self.bucket).key(key);
+        if checksum {
+            request = request.checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled);
+        }
+        match request.send().await {
             Ok(head) => Ok(Some(head)),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
             Err(e) => Err(StoreError::Service(format!("head {key}: {e:?}"))),
@@ -106,13 +105,13 @@ impl ObjectStore {
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.head(key).await?.is_some())
+        Ok(self.head(key, false).await?.is_some())
     }
 
     /// When an object was last written (seconds since the epoch); `None` if absent.
     pub async fn last_modified(&self, key: &str) -> Result<Option<i64>, StoreError> {
         Ok(self
-            .head(key)
+            .head(key, false)
             .await?
             .and_then(|head| head.last_modified().map(|t| t.secs())))
     }
@@ -183,24 +182,11 @@ impl ObjectStore {
     /// The SHA-256 (hex) S3 verified when the object was uploaded with one; `None`
     /// when the object does not exist, `Some(None)` when it has no checksum.
     pub async fn sha256_of(&self, key: &str) -> Result<Option<Option<String>>, StoreError> {
-        let head = match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
-            .send()
-            .await
-        {
-            Ok(head) => head,
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => return Ok(None),
-            Err(e) => return Err(StoreError::Service(format!("head {key}: {e:?}"))),
-        };
-        Ok(Some(
+        Ok(self.head(key, true).await?.map(|head| {
             head.checksum_sha256()
                 .and_then(base64_decode)
-                .map(hex::encode),
-        ))
+                .map(hex::encode)
+        }))
     }
 
     /// Copies an object within the bucket (server side).
@@ -256,6 +242,18 @@ impl ObjectStore {
             Some("no-cache"),
         )
         .await?;
+        Ok(key)
+    }
+
+    /// Leaves a build's spec for its build task; returns the key.
+    pub async fn put_build_spec(
+        &self,
+        spec: &deploysphere_core::BuildSpec,
+    ) -> Result<String, StoreError> {
+        let key = deploysphere_core::manifest::build_spec_key(&spec.deployment_id);
+        let value = serde_json::to_value(spec)
+            .map_err(|e| StoreError::Invalid(key.clone(), e.to_string()))?;
+        self.put_json(&key, &value).await?;
         Ok(key)
     }
 

@@ -304,10 +304,9 @@ impl Launcher for EcsLauncher {
         // build could not upload its output, so its time limit is cut to fit (the
         // build's log states the limit it runs with).
         spec.limits.timeout_seconds = spec.limits.timeout_seconds.min(MAX_BUILD_SECONDS);
-        let spec_json = serde_json::to_value(&spec).map_err(|e| LaunchError(e.to_string()))?;
-        let spec_key = build_spec_key(&id);
-        self.store
-            .put_json(&spec_key, &spec_json)
+        let spec_key = self
+            .store
+            .put_build_spec(&spec)
             .await
             .map_err(|e| LaunchError(format!("leaving the build spec in S3: {e}")))?;
         let mut environment = vec![

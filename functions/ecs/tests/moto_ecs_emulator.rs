@@ -161,6 +161,14 @@ fn stringify_container_numbers(value: &mut serde_json::Value) {
     }
 }
 
+/// [`access`] through [`string_fixing_proxy`].
+async fn proxied_access(moto: &Moto) -> AwsAccess {
+    AwsAccess {
+        endpoint: Some(string_fixing_proxy(moto).await),
+        ..access(moto)
+    }
+}
+
 fn access(moto: &Moto) -> AwsAccess {
     AwsAccess {
         region: "us-east-1".into(),
@@ -239,10 +247,7 @@ async fn run_task_carries_the_deployment_and_cancel_stops_it_on_the_moto_emulato
     let moto = moto();
     ecs_with_build_task(&moto).await;
     let (subnets, group) = network(&moto).await;
-    let proxied = AwsAccess {
-        endpoint: Some(string_fixing_proxy(&moto).await),
-        ..access(&moto)
-    };
+    let proxied = proxied_access(&moto).await;
     let store = sites(&moto).await;
     let launcher = EcsLauncher::new(
         &proxied,
@@ -341,10 +346,7 @@ async fn a_task_that_cannot_run_is_a_launch_error_on_the_moto_emulator() {
     let moto = moto();
     ecs_with_build_task(&moto).await;
     let (subnets, group) = network(&moto).await;
-    let proxied = AwsAccess {
-        endpoint: Some(string_fixing_proxy(&moto).await),
-        ..access(&moto)
-    };
+    let proxied = proxied_access(&moto).await;
     let launcher = EcsLauncher::new(
         &proxied,
         settings("no-such-family", subnets, group),

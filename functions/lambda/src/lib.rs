@@ -198,6 +198,24 @@ impl Settings {
         Ok(format!("rediss://:{token}@{host}:{port}"))
     }
 
+    /// What the WebSocket handler and the relay need: the database, the log store,
+    /// Redis at `redis_url`, and `PostToConnection` on `DEPLOYSPHERE_WS_ENDPOINT`.
+    pub async fn ws_context(&self, redis_url: &str) -> anyhow::Result<deploysphere_ws::WsContext> {
+        let redis = redis::Client::open(redis_url)?
+            .get_multiplexed_async_connection()
+            .await?;
+        Ok(deploysphere_ws::WsContext {
+            db: self.db().await?,
+            logs: self.log_store().await?,
+            redis,
+            poster: Arc::new(deploysphere_ws::ApiGatewayPoster::from_sdk_config(
+                &self.sdk_config()?,
+                &self.var("DEPLOYSPHERE_WS_ENDPOINT")?,
+            )),
+            hash_token: deploysphere_api::hash_token,
+        })
+    }
+
     /// The deployment service with the ECS launcher and the edge's host records.
     pub fn deployments(&self, db: Db) -> anyhow::Result<Deployments> {
         let settings = EcsSettings {

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use deploysphere_adapters::now_ms;
 use deploysphere_adapters::s3::ObjectStore;
-use deploysphere_core::manifest::build_spec_key;
 use deploysphere_core::{BuildEvent, BuildEventKind, BuildSpec, LaunchError, Launcher};
 use tokio::process::Command;
 use tokio::sync::mpsc;
@@ -119,10 +118,9 @@ impl Launcher for LocalLauncher {
         let id = spec.deployment_id.clone();
         // As on AWS, the spec (secrets included) is an object the build reads, not
         // part of its command line or environment.
-        let spec_json = serde_json::to_value(&spec).map_err(|e| LaunchError(e.to_string()))?;
-        let spec_key = build_spec_key(&id);
-        self.store
-            .put_json(&spec_key, &spec_json)
+        let spec_key = self
+            .store
+            .put_build_spec(&spec)
             .await
             .map_err(|e| LaunchError(format!("leaving the build spec in S3: {e}")))?;
         std::fs::create_dir_all(&self.logs_dir).map_err(|e| LaunchError(e.to_string()))?;

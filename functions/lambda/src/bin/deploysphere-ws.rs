@@ -6,25 +6,13 @@ use std::sync::Arc;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use deploysphere_lambda::lambda_runtime::{self, LambdaEvent, service_fn};
 use deploysphere_lambda::{Settings, init_tracing};
-use deploysphere_ws::{ApiGatewayPoster, WsContext, handle};
+use deploysphere_ws::handle;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_tracing();
     let settings = Settings::from_env()?;
-    let redis = redis::Client::open(settings.redis_url().await?)?
-        .get_multiplexed_async_connection()
-        .await?;
-    let context = Arc::new(WsContext {
-        db: settings.db().await?,
-        logs: settings.log_store().await?,
-        redis,
-        poster: Arc::new(ApiGatewayPoster::from_sdk_config(
-            &settings.sdk_config()?,
-            &settings.var("DEPLOYSPHERE_WS_ENDPOINT")?,
-        )),
-        hash_token: deploysphere_api::hash_token,
-    });
+    let context = Arc::new(settings.ws_context(&settings.redis_url().await?).await?);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayWebsocketProxyRequest>| {
             let context = context.clone();
