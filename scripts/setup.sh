@@ -78,3 +78,11 @@ if ! command -v moto_server >/dev/null 2>&1; then
   python3 -m pip install --quiet 'moto[server]==5.2.1' 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages 'moto[server]==5.2.1'
 fi
+
+# AWS's own MSK IAM token signer, the reference the platform's signer is tested
+# against (it needs boto3/botocore, which moto brought).
+if ! python3 -c 'import aws_msk_iam_sasl_signer' 2>/dev/null; then
+  echo "setup: installing the MSK IAM reference signer (pip aws-msk-iam-sasl-signer-python==1.0.2)"
+  python3 -m pip install --quiet --no-deps aws-msk-iam-sasl-signer-python==1.0.2 2>/dev/null \
+    || python3 -m pip install --quiet --no-deps --break-system-packages aws-msk-iam-sasl-signer-python==1.0.2
+fi

@@ -2,6 +2,8 @@
 //! test binary on free ports with a fresh data folder, and helpers to drive it
 //! through its public API and site router, as a user would.
 
+pub mod msk;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -29,7 +31,7 @@ pub struct Platform {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::event::kafka::KafkaEvent;
 use deploysphere_adapters::clickhouse::LogStore;
 use deploysphere_adapters::kafka::{
-    BUILD_LOGS, BUILD_LOGS_DEAD_LETTER, consumer_config, producer_config,
+    BUILD_LOGS, BUILD_LOGS_DEAD_LETTER, KafkaContext, KafkaSettings, consumer_config,
+    producer_config,
 };
 use deploysphere_e2e::*;
 use deploysphere_log_ingest::{KafkaDeadLetters, handle_kafka_event};
@@ -50,7 +51,11 @@ async fn find_dead_letter(marker: &str) -> (String, String) {
 async fn msk_event_fixture_is_ingested_once_even_when_replayed() {
     let p = platform();
     let store = LogStore::new(&p.clickhouse_url, "deploysphere", "default", "");
-    let dead_letters = KafkaDeadLetters::new(&p.kafka_brokers).unwrap();
+    let dead_letters = KafkaDeadLetters::new(
+        &KafkaSettings::plaintext(&p.kafka_brokers),
+        KafkaContext::without_signer(),
+    )
+    .unwrap();
     let event: KafkaEvent =
         serde_json::from_str(include_str!("../fixtures/events/msk-build-logs.json")).unwrap();
     for _ in 0..2 {

@@ -10,6 +10,9 @@ pub mod upload;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use deploysphere_adapters::kafka::{KafkaAuth, KafkaContext, KafkaSettings};
 use deploysphere_adapters::s3::{ObjectStore, S3Config};
 use deploysphere_core::{BuildEventKind, BuildSpec, LogStream, detect_plan, validate};
 use tokio::sync::mpsc;
@@ -20,7 +23,7 @@ use crate::sandbox::{Exit, Sandbox, WORKSPACE};
 /// Where a build task runs, from its environment.
 #[derive(Debug, Clone)]
 pub struct BuilderConfig {
-    pub kafka_brokers: String,
+    pub kafka: KafkaSettings,
     pub s3: S3Config,
     /// Redis for live log lines (`redis://127.0.0.1:6379`); `None` turns them off.
     pub redis_url: Option<String>,
@@ -28,6 +31,23 @@ pub struct BuilderConfig {
     pub work_dir: PathBuf,
     /// Local mode: local paths and `file://` git URLs are allowed.
     pub allow_local_sources: bool,
+}
+
+impl BuilderConfig {
+    /// The Kafka client context: MSK IAM tokens are signed with the build's own
+    /// narrowed credentials (the same ones that upload its files).
+    pub fn kafka_context(&self) -> anyhow::Result<KafkaContext> {
+        let credentials = (self.kafka.auth == KafkaAuth::MskIam).then(|| {
+            SharedCredentialsProvider::new(Credentials::new(
+                &self.s3.access_key,
+                &self.s3.secret_key,
+                self.s3.session_token.clone(),
+                None,
+                "deploysphere-build",
+            ))
+        });
+        self.kafka.context(credentials).map_err(anyhow::Error::msg)
+    }
 }
 
 /// Why a build failed, as shown to the user.
@@ -47,7 +67,8 @@ pub async fn run(spec: &BuildSpec, config: &BuilderConfig) -> anyhow::Result<boo
     let work = config.work_dir.join(&spec.deployment_id);
     std::fs::create_dir_all(&work)?;
     let mut reporter = Reporter::new(
-        &config.kafka_brokers,
+        &config.kafka,
+        config.kafka_context()?,
         &spec.deployment_id,
         &spec.project_id,
         secrets,

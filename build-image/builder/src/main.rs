@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use deploysphere_adapters::kafka::KafkaSettings;
 use deploysphere_adapters::s3::{ObjectStore, S3Config};
 use deploysphere_builder::{BuilderConfig, run};
 use deploysphere_core::BuildSpec;
@@ -44,7 +45,8 @@ fn redis_url() -> Option<String> {
 
 fn config() -> anyhow::Result<BuilderConfig> {
     let config = BuilderConfig {
-        kafka_brokers: env("DEPLOYSPHERE_KAFKA_BROKERS")?,
+        kafka: KafkaSettings::from_vars(|name| std::env::var(name).ok())
+            .map_err(anyhow::Error::msg)?,
         s3: S3Config {
             endpoint: std::env::var("DEPLOYSPHERE_S3_ENDPOINT").ok(),
             region: std::env::var("DEPLOYSPHERE_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),

@@ -11,18 +11,15 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
 use rdkafka::producer::Producer;
 
-use deploysphere_adapters::kafka::{BUILD_LOGS, DEPLOYMENT_EVENTS, producer_config};
+use deploysphere_adapters::kafka::{BUILD_LOGS, DEPLOYMENT_EVENTS, KafkaContext, KafkaSettings};
 use deploysphere_adapters::now_ms;
 use deploysphere_core::logs::{mask_secrets, truncate_message};
 use deploysphere_core::{BuildEvent, BuildEventKind, LogLine, LogStream};
-use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
@@ -34,31 +31,10 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Delivery reports tracked at once; past this, older ones are only counted at the end.
 const MAX_TRACKED: usize = 200_000;
 
-/// The producer's context: notes when every broker connection was lost.
-#[derive(Clone, Default)]
-pub struct OutageWatch {
-    seen: Arc<AtomicBool>,
-}
-
-impl OutageWatch {
-    /// Whether the broker was unreachable at some point.
-    pub fn seen(&self) -> bool {
-        self.seen.load(Ordering::Relaxed)
-    }
-}
-
-impl ClientContext for OutageWatch {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.seen.store(true, Ordering::Relaxed);
-        }
-        eprintln!("[builder] kafka: {error}: {reason}");
-    }
-}
-
 pub struct Reporter {
-    producer: FutureProducer<OutageWatch>,
-    outage: OutageWatch,
+    producer: FutureProducer<KafkaContext>,
+    /// Notes when every broker connection was lost.
+    context: KafkaContext,
     deployment_id: String,
     project_id: String,
     secrets: Vec<String>,
@@ -87,20 +63,21 @@ pub const MAX_OUTPUT_BYTES: u64 = 256 * 1024 * 1024;
 impl Reporter {
     /// A reporter whose journal is in `work_dir`.
     pub fn new(
-        brokers: &str,
+        kafka: &KafkaSettings,
+        context: KafkaContext,
         deployment_id: &str,
         project_id: &str,
         secrets: Vec<String>,
         work_dir: &Path,
     ) -> anyhow::Result<Self> {
-        let outage = OutageWatch::default();
-        let producer: FutureProducer<OutageWatch> = producer_config(brokers)
+        let producer: FutureProducer<KafkaContext> = kafka
+            .producer_config()
             // A broker that is down delays lines, it does not lose them: no message
             // timeout, a bounded queue (64 MB) and the journal past it.
             .set("message.timeout.ms", "0")
             .set("queue.buffering.max.kbytes", "65536")
             .set("queue.buffering.max.messages", "200000")
-            .create_with_context(outage.clone())?;
+            .create_with_context(context.clone())?;
         let journal_path = work_dir.join("log-journal.jsonl");
         let journal = std::fs::File::create(&journal_path)
             .map(std::io::BufWriter::new)
@@ -112,7 +89,7 @@ impl Reporter {
             .ok();
         Ok(Reporter {
             producer,
-            outage,
+            context,
             deployment_id: deployment_id.to_string(),
             project_id: project_id.to_string(),
             secrets,
@@ -270,9 +247,10 @@ impl Reporter {
             Ok(Ok(_)) => Ok(()),
             Ok(Err((e, _))) => anyhow::bail!("could not report {:?}: {e}", event.kind),
             Err(_) => anyhow::bail!(
-                "could not report {:?}: the broker was unreachable for {} s",
+                "could not report {:?}: the broker was unreachable for {} s (last error: {})",
                 event.kind,
-                EVENT_TIMEOUT.as_secs()
+                EVENT_TIMEOUT.as_secs(),
+                self.context.last_error().as_deref().unwrap_or("none")
             ),
         }
     }
@@ -300,7 +278,7 @@ impl Reporter {
         let mut unsent = 0;
         // After an outage, wait for the broker before deciding what to send again.
         self.flush_until(deadline).await;
-        let resend_from = if self.outage.seen() {
+        let resend_from = if self.context.brokers_down_seen() {
             // Every line goes again: refusals from before count only if they recur.
             self.failed = 0;
             self.system("The log broker was unreachable during the build: sending the whole log again (the log store keeps one copy of each line)")

@@ -1,11 +1,29 @@
 //! Kafka: client settings shared by every producer and consumer of the platform.
+//!
+//! The local broker speaks plain TCP. Amazon MSK (the AWS shape) accepts only TLS with
+//! SASL/OAUTHBEARER, where the bearer token is an "MSK IAM" token: a SigV4-presigned
+//! `kafka-cluster:Connect` URL, base64url-encoded, that the broker checks against the
+//! signer's IAM policy. [`KafkaContext`] signs those tokens with this process's AWS
+//! credentials whenever librdkafka asks for one (at connect, then before expiry).
 
-use std::time::Duration;
+use std::error::Error;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rdkafka::ClientConfig;
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sigv4::http_request::{
+    SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign,
+};
+use aws_sigv4::sign::v4;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::client::OAuthToken;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{ClientConfig, ClientContext};
 
 /// Build-log lines, keyed by deployment id (per-deployment order).
 pub const BUILD_LOGS: &str = "build-logs";
@@ -14,39 +32,405 @@ pub const BUILD_LOGS_DEAD_LETTER: &str = "build-logs-dead-letter";
 /// Build-task reports, keyed by deployment id.
 pub const DEPLOYMENT_EVENTS: &str = "deployment-events";
 
+/// How long an MSK IAM token is valid (what AWS's own signers use).
+pub const MSK_TOKEN_LIFETIME: Duration = Duration::from_secs(900);
+
+/// How clients prove who they are to the brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaAuth {
+    /// Plain TCP, no authentication: the local broker on loopback.
+    Plaintext,
+    /// TLS, no client authentication.
+    Tls,
+    /// TLS with SASL/OAUTHBEARER carrying MSK IAM tokens (MSK's port 9098).
+    MskIam,
+}
+
+impl KafkaAuth {
+    pub const ALLOWED: &'static str = "none, tls or msk-iam";
+
+    pub fn parse(value: &str) -> Option<KafkaAuth> {
+        match value {
+            "none" | "" => Some(KafkaAuth::Plaintext),
+            "tls" => Some(KafkaAuth::Tls),
+            "msk-iam" => Some(KafkaAuth::MskIam),
+            _ => None,
+        }
+    }
+}
+
+/// Where the brokers are and how to reach them.
+#[derive(Debug, Clone)]
+pub struct KafkaSettings {
+    /// `host:port[,host:port...]`.
+    pub brokers: String,
+    pub auth: KafkaAuth,
+    /// PEM file of the CA that signs the brokers' certificates; `None` looks for the
+    /// system's CA bundle (what MSK's publicly trusted certificates need).
+    pub ca_file: Option<PathBuf>,
+    /// The AWS region MSK IAM tokens are signed for.
+    pub region: String,
+}
+
+impl KafkaSettings {
+    pub fn plaintext(brokers: &str) -> KafkaSettings {
+        KafkaSettings {
+            brokers: brokers.to_string(),
+            auth: KafkaAuth::Plaintext,
+            ca_file: None,
+            region: String::new(),
+        }
+    }
+
+    /// From the process settings: `DEPLOYSPHERE_KAFKA_BROKERS`,
+    /// `DEPLOYSPHERE_KAFKA_AUTH` (none, tls or msk-iam; default none),
+    /// `DEPLOYSPHERE_KAFKA_CA_FILE` and, for msk-iam, `AWS_REGION`.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<KafkaSettings, String> {
+        let brokers = var("DEPLOYSPHERE_KAFKA_BROKERS")
+            .filter(|b| !b.trim().is_empty())
+            .ok_or("DEPLOYSPHERE_KAFKA_BROKERS is not set (host:port of the Kafka brokers)")?;
+        let auth_name = var("DEPLOYSPHERE_KAFKA_AUTH").unwrap_or_default();
+        let auth = KafkaAuth::parse(&auth_name).ok_or_else(|| {
+            format!(
+                "DEPLOYSPHERE_KAFKA_AUTH is {auth_name:?}: allowed are {}",
+                KafkaAuth::ALLOWED
+            )
+        })?;
+        let region = var("AWS_REGION").unwrap_or_default();
+        if auth == KafkaAuth::MskIam && region.is_empty() {
+            return Err(
+                "DEPLOYSPHERE_KAFKA_AUTH=msk-iam needs AWS_REGION (the cluster's region)".into(),
+            );
+        }
+        Ok(KafkaSettings {
+            brokers,
+            auth,
+            ca_file: var("DEPLOYSPHERE_KAFKA_CA_FILE")
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from),
+            region,
+        })
+    }
+
+    /// The connection part of every client's configuration.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        let protocol = match self.auth {
+            KafkaAuth::Plaintext => "plaintext",
+            KafkaAuth::Tls => "ssl",
+            KafkaAuth::MskIam => "sasl_ssl",
+        };
+        config.set("security.protocol", protocol);
+        if self.auth != KafkaAuth::Plaintext {
+            let ca = match &self.ca_file {
+                Some(file) => file.display().to_string(),
+                // The OpenSSL built into librdkafka does not know where this system
+                // keeps its CAs; "probe" finds the bundle (Debian, Amazon Linux, ...).
+                None => "probe".to_string(),
+            };
+            config
+                .set("ssl.ca.location", ca)
+                .set("ssl.endpoint.identification.algorithm", "https");
+        }
+        if self.auth == KafkaAuth::MskIam {
+            config.set("sasl.mechanism", "OAUTHBEARER");
+        }
+        config
+    }
+
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            // One request in flight per connection keeps a partition's order on retries.
+            .set("max.in.flight.requests.per.connection", "1");
+        config
+    }
+
+    pub fn consumer_config(&self, group: &str) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            // The local broker answers an empty fetch only after the full wait: keep it
+            // short so a state change reaches Postgres within tens of milliseconds.
+            .set("fetch.wait.max.ms", "50")
+            .set("isolation.level", "read_uncommitted");
+        config
+    }
+
+    /// The client context for these settings: for MSK IAM, one that signs tokens with
+    /// `credentials`, which must then be given.
+    pub fn context(
+        &self,
+        credentials: Option<SharedCredentialsProvider>,
+    ) -> Result<KafkaContext, String> {
+        let signer = match (self.auth, credentials) {
+            (KafkaAuth::MskIam, Some(credentials)) => Some(Arc::new(MskIamSigner {
+                region: self.region.clone(),
+                credentials,
+                runtime: tokio::runtime::Handle::try_current().ok(),
+            })),
+            (KafkaAuth::MskIam, None) => {
+                return Err("Kafka auth msk-iam needs AWS credentials to sign with".into());
+            }
+            _ => None,
+        };
+        Ok(KafkaContext {
+            signer,
+            ..KafkaContext::without_signer()
+        })
+    }
+}
+
 pub fn producer_config(brokers: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "30000")
-        // One request in flight per connection keeps a partition's order on retries.
-        .set("max.in.flight.requests.per.connection", "1");
-    config
+    KafkaSettings::plaintext(brokers).producer_config()
 }
 
 pub fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        // The local broker answers an empty fetch only after the full wait: keep it
-        // short so a state change reaches Postgres within tens of milliseconds.
-        .set("fetch.wait.max.ms", "50")
-        .set("isolation.level", "read_uncommitted");
-    config
+    KafkaSettings::plaintext(brokers).consumer_config(group)
+}
+
+/// The platform's client context: signs MSK IAM tokens when asked, and notes when
+/// every broker connection was lost (a broker that comes back may have lost what it
+/// had acknowledged).
+#[derive(Clone)]
+pub struct KafkaContext {
+    signer: Option<Arc<MskIamSigner>>,
+    brokers_down: Arc<AtomicBool>,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl KafkaContext {
+    /// A context for brokers that need no token (plain TCP or TLS only).
+    pub fn without_signer() -> KafkaContext {
+        KafkaContext {
+            signer: None,
+            brokers_down: Arc::new(AtomicBool::new(false)),
+            last_error: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The client's latest error other than "all brokers down" (a refused token, a
+    /// failed TLS handshake, ...), for messages that say why nothing was delivered.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok()?.clone()
+    }
+
+    /// Whether all brokers were unreachable at some point.
+    pub fn brokers_down_seen(&self) -> bool {
+        self.brokers_down.load(Ordering::Relaxed)
+    }
+
+    /// Hands a fresh token to a client that does not poll for token refreshes itself
+    /// (rdkafka's `AdminClient` never polls its main queue, where librdkafka asks).
+    async fn prime_token<C: ClientContext>(
+        &self,
+        client: &rdkafka::client::Client<C>,
+    ) -> anyhow::Result<()> {
+        let Some(signer) = &self.signer else {
+            return Ok(());
+        };
+        let credentials = signer
+            .credentials
+            .provide_credentials()
+            .await
+            .map_err(|e| SigningError(format!("no AWS credentials: {e}")))?;
+        let token = signer.token_with(&credentials)?;
+        let token_value = std::ffi::CString::new(token.token)?;
+        let principal = std::ffi::CString::new(token.principal_name)?;
+        let mut error = [0 as std::ffi::c_char; 512];
+        // SAFETY: the client pointer is live for the borrow; the strings and the error
+        // buffer outlive the call, and the buffer's length is passed with it.
+        let code = unsafe {
+            rdkafka::bindings::rd_kafka_oauthbearer_set_token(
+                client.native_ptr(),
+                token_value.as_ptr(),
+                token.lifetime_ms,
+                principal.as_ptr(),
+                std::ptr::null_mut(),
+                0,
+                error.as_mut_ptr(),
+                error.len(),
+            )
+        };
+        if code != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            // SAFETY: librdkafka writes a NUL-terminated message into the buffer.
+            let message = unsafe { std::ffi::CStr::from_ptr(error.as_ptr()) };
+            anyhow::bail!("setting the MSK IAM token: {}", message.to_string_lossy());
+        }
+        Ok(())
+    }
+}
+
+impl ClientContext for KafkaContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!("kafka: {error}: {reason}");
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            // The consequence, not the cause: keep the error that said why.
+            self.brokers_down.store(true, Ordering::Relaxed);
+        } else if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(format!("{error}: {reason}"));
+        }
+    }
+
+    fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn Error>> {
+        match &self.signer {
+            Some(signer) => Ok(signer.token()?),
+            None => Err("no MSK IAM signer: set DEPLOYSPHERE_KAFKA_AUTH=msk-iam".into()),
+        }
+    }
+}
+
+impl ConsumerContext for KafkaContext {}
+
+/// Signs MSK IAM tokens with a credentials provider.
+struct MskIamSigner {
+    region: String,
+    credentials: SharedCredentialsProvider,
+    /// The runtime the provider may need (the ECS endpoint is fetched over HTTP).
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+#[derive(Debug)]
+pub struct SigningError(String);
+
+impl fmt::Display for SigningError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MSK IAM token: {}", self.0)
+    }
+}
+
+impl Error for SigningError {}
+
+impl MskIamSigner {
+    fn token(&self) -> Result<OAuthToken, SigningError> {
+        self.token_with(&self.current_credentials()?)
+    }
+
+    fn token_with(&self, credentials: &Credentials) -> Result<OAuthToken, SigningError> {
+        let (token, expires) = msk_iam_token(&self.region, credentials, SystemTime::now())?;
+        let lifetime_ms = expires
+            .duration_since(UNIX_EPOCH)
+            .map_err(|e| SigningError(e.to_string()))?
+            .as_millis();
+        Ok(OAuthToken {
+            token,
+            principal_name: credentials.access_key_id().to_string(),
+            lifetime_ms: i64::try_from(lifetime_ms).map_err(|e| SigningError(e.to_string()))?,
+        })
+    }
+
+    /// librdkafka asks from its own threads, or from inside an async poll: resolve
+    /// the credentials on a thread of our own, which may block on the runtime in
+    /// either case.
+    fn current_credentials(&self) -> Result<Credentials, SigningError> {
+        let provider = self.credentials.clone();
+        let runtime = self.runtime.clone();
+        let resolve = move || -> Result<Credentials, String> {
+            let future = provider.provide_credentials();
+            match runtime {
+                Some(runtime) => runtime.block_on(future),
+                None => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?
+                    .block_on(future),
+            }
+            .map_err(|e| format!("no AWS credentials: {e}"))
+        };
+        std::thread::spawn(resolve)
+            .join()
+            .map_err(|_| SigningError("the credentials thread panicked".into()))?
+            .map_err(SigningError)
+    }
+}
+
+/// An MSK IAM auth token: `https://kafka.<region>.amazonaws.com/?Action=kafka-cluster:Connect`
+/// presigned with SigV4 (service `kafka-cluster`, valid 15 minutes from `now`),
+/// base64url-encoded without padding. Returns the token and when it expires.
+pub fn msk_iam_token(
+    region: &str,
+    credentials: &Credentials,
+    now: SystemTime,
+) -> Result<(String, SystemTime), SigningError> {
+    use base64::Engine;
+    let fail = |e: &dyn fmt::Display| SigningError(e.to_string());
+    let host = format!("kafka.{region}.amazonaws.com");
+    let url = format!("https://{host}/?Action=kafka-cluster%3AConnect");
+    let identity = credentials.clone().into();
+    let mut settings = SigningSettings::default();
+    settings.signature_location = SignatureLocation::QueryParams;
+    settings.expires_in = Some(MSK_TOKEN_LIFETIME);
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("kafka-cluster")
+        .time(now)
+        .settings(settings)
+        .build()
+        .map_err(|e| fail(&e))?
+        .into();
+    let request = SignableRequest::new(
+        "GET",
+        &url,
+        std::iter::once(("host", host.as_str())),
+        SignableBody::Bytes(&[]),
+    )
+    .map_err(|e| fail(&e))?;
+    let (instructions, _) = sign(request, &params).map_err(|e| fail(&e))?.into_parts();
+    let mut signed = url;
+    for (name, value) in instructions.params() {
+        signed.push('&');
+        signed.push_str(name);
+        signed.push('=');
+        signed.push_str(&uri_encode(value));
+    }
+    signed.push_str("&User-Agent=deploysphere");
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signed);
+    // Signed at whole seconds, like the X-Amz-Date in the URL.
+    let signed_at = now
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| fail(&e))?
+        .as_secs();
+    Ok((
+        token,
+        UNIX_EPOCH + Duration::from_secs(signed_at) + MSK_TOKEN_LIFETIME,
+    ))
+}
+
+/// SigV4's URI encoding: unreserved characters stay, all else is `%XX`.
+fn uri_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// Creates the platform's topics; topics that exist already are fine. A `replication`
 /// of -1 takes the cluster's default (what MSK wants).
-pub async fn create_topics(brokers: &str, partitions: i32, replication: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+pub async fn create_topics(
+    settings: &KafkaSettings,
+    context: &KafkaContext,
+    partitions: i32,
+    replication: i32,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<KafkaContext> = settings
+        .client_config()
+        .create_with_context(context.clone())?;
+    context.prime_token(admin.inner()).await?;
     let topics: Vec<NewTopic> = [BUILD_LOGS, DEPLOYMENT_EVENTS, BUILD_LOGS_DEAD_LETTER]
         .iter()
         .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))

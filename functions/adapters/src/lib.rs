@@ -2,6 +2,7 @@
 //! (build logs), S3 (artifacts) and Kafka (log and event transport). The same code
 //! serves both shapes; only endpoints and credentials differ.
 
+pub mod aws;
 pub mod clickhouse;
 pub mod kafka;
 pub mod pg;

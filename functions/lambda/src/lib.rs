@@ -13,6 +13,7 @@ use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use deploysphere_adapters::clickhouse::LogStore;
+use deploysphere_adapters::kafka::{KafkaAuth, KafkaContext, KafkaSettings};
 use deploysphere_adapters::pg::{self, Db};
 use deploysphere_adapters::s3::{ObjectStore, S3Config};
 use deploysphere_core::{BuildEvent, Launcher};
@@ -117,6 +118,25 @@ impl Settings {
                 .zip(self.source.var("AWS_SECRET_ACCESS_KEY"))
                 .map(|(key, secret)| (key, secret, self.source.var("AWS_SESSION_TOKEN"))),
         })
+    }
+
+    /// The Kafka brokers and a client context for them: MSK IAM tokens are signed
+    /// with this process's AWS identity (see [`KafkaSettings::from_vars`]).
+    pub fn kafka(&self) -> anyhow::Result<(KafkaSettings, KafkaContext)> {
+        let settings =
+            KafkaSettings::from_vars(|name| self.source.var(name)).map_err(anyhow::Error::msg)?;
+        let credentials = match settings.auth {
+            KafkaAuth::MskIam => Some(
+                self.aws_access()?
+                    .sdk_config()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .credentials_provider()
+                    .context("no AWS credentials to sign MSK IAM tokens")?,
+            ),
+            _ => None,
+        };
+        let context = settings.context(credentials).map_err(anyhow::Error::msg)?;
+        Ok((settings, context))
     }
 
     /// The Postgres URL: `DEPLOYSPHERE_DATABASE_URL`, or the RDS-managed secret

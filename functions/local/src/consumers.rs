@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use deploysphere_adapters::clickhouse::LogStore;
-use deploysphere_adapters::kafka::{BUILD_LOGS, DEPLOYMENT_EVENTS, consumer_config, create_topics};
+use deploysphere_adapters::kafka::{
+    BUILD_LOGS, DEPLOYMENT_EVENTS, KafkaContext, KafkaSettings, consumer_config, create_topics,
+};
 use deploysphere_core::BuildEvent;
 use deploysphere_events::Deployments;
 use deploysphere_log_ingest::{
@@ -58,7 +60,14 @@ pub async fn supervise_kafka(
                 }
             }
         };
-        if let Err(e) = create_topics(&brokers, 1, 1).await {
+        if let Err(e) = create_topics(
+            &KafkaSettings::plaintext(&brokers),
+            &KafkaContext::without_signer(),
+            1,
+            1,
+        )
+        .await
+        {
             error!(error = %e, "creating the kafka topics again failed");
         }
         warn!("the kafka broker is back");
@@ -146,7 +155,10 @@ pub async fn apply_with_retry(deployments: &Deployments, event: &BuildEvent) {
 pub async fn build_logs(brokers: String, store: LogStore) -> anyhow::Result<()> {
     let consumer: StreamConsumer = consumer_config(&brokers, "deploysphere-log-ingest").create()?;
     consumer.subscribe(&[BUILD_LOGS])?;
-    let dead_letters = KafkaDeadLetters::new(&brokers)?;
+    let dead_letters = KafkaDeadLetters::new(
+        &KafkaSettings::plaintext(&brokers),
+        KafkaContext::without_signer(),
+    )?;
     loop {
         let mut batch = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(1);

@@ -15,7 +15,7 @@ use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use deploysphere_adapters::clickhouse::{ClickHouseError, LogStore};
-use deploysphere_adapters::kafka::{BUILD_LOGS_DEAD_LETTER, producer_config};
+use deploysphere_adapters::kafka::{BUILD_LOGS_DEAD_LETTER, KafkaContext, KafkaSettings};
 use deploysphere_core::LogLine;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -50,13 +50,16 @@ pub trait DeadLetters: Send + Sync {
 /// Dead letters on the `build-logs-dead-letter` topic, with the reason and origin as
 /// headers.
 pub struct KafkaDeadLetters {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaContext>,
 }
 
 impl KafkaDeadLetters {
-    pub fn new(brokers: &str) -> Result<Self, rdkafka::error::KafkaError> {
+    pub fn new(
+        settings: &KafkaSettings,
+        context: KafkaContext,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
         Ok(KafkaDeadLetters {
-            producer: producer_config(brokers).create()?,
+            producer: settings.producer_config().create_with_context(context)?,
         })
     }
 }

@@ -27,10 +27,15 @@ async fn main() -> anyhow::Result<()> {
         }),
     };
     // MSK has no CloudFormation resource for topics: the API creates them at start.
-    if let Ok(brokers) = settings.var("DEPLOYSPHERE_KAFKA_BROKERS")
-        && let Err(e) = deploysphere_adapters::kafka::create_topics(&brokers, 6, -1).await
-    {
-        tracing::warn!(error = %e, "creating the kafka topics failed");
+    match settings.kafka() {
+        Ok((kafka, context)) => {
+            if let Err(e) =
+                deploysphere_adapters::kafka::create_topics(&kafka, &context, 6, -1).await
+            {
+                tracing::warn!(error = %e, "creating the kafka topics failed");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "no kafka settings: topics not created"),
     }
     let router = deploysphere_api::router(state);
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {

@@ -15,9 +15,8 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let store = settings.log_store().await?;
     store.migrate().await?;
-    let dead_letters = Arc::new(KafkaDeadLetters::new(
-        &settings.var("DEPLOYSPHERE_KAFKA_BROKERS")?,
-    )?);
+    let (kafka, context) = settings.kafka()?;
+    let dead_letters = Arc::new(KafkaDeadLetters::new(&kafka, context)?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<KafkaEvent>| {
         let (store, dead_letters) = (store.clone(), dead_letters.clone());
         async move {
