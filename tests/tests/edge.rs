@@ -113,3 +113,133 @@ async fn the_edge_handler_serves_what_the_platform_published_and_follows_a_rollb
     assert_eq!(reply.status, 200, "{reply:?}");
     run_edge_handler(&table(&[("edge-site", &v1)]).await);
 }
+
+/// A proxy in front of the platform's S3 that holds the first PUT of `key` until the
+/// test lets it through: `arrived` fires when it is held, `release` lets it go on.
+/// Requests are forwarded with their Host header, so their signatures stay valid.
+async fn holding_proxy(
+    upstream: String,
+    key: String,
+) -> (
+    String,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, Uri};
+    use std::sync::{Arc, Mutex};
+    let (arrived_tx, arrived) = tokio::sync::oneshot::channel::<()>();
+    let (release, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let hold = Arc::new(Mutex::new(Some((arrived_tx, release_rx))));
+    let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (upstream, key, hold) = (upstream.clone(), key.clone(), hold.clone());
+        async move {
+            if method == Method::PUT && uri.path().ends_with(&key) {
+                let held = hold.lock().unwrap().take();
+                if let Some((arrived, release)) = held {
+                    arrived.send(()).unwrap();
+                    release.await.unwrap();
+                }
+            }
+            let mut request = reqwest::Client::new().request(
+                reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap(),
+                format!("{upstream}{uri}"),
+            );
+            for (name, value) in &headers {
+                request = request.header(name.as_str(), value.as_bytes());
+            }
+            let response = request.body(body.to_vec()).send().await.expect("s3");
+            let status = axum::http::StatusCode::from_u16(response.status().as_u16()).unwrap();
+            (status, response.bytes().await.expect("s3 body").to_vec())
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().fallback(handler))
+            .await
+            .unwrap();
+    });
+    (format!("http://{address}"), arrived, release)
+}
+
+/// Rollbacks clicked in quick succession run in two Lambdas at once. When the write of
+/// the older alias lands after the newer one, the edge must still end up serving what
+/// the platform says is production.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_alias_write_does_not_leave_the_edge_on_an_older_deployment() {
+    let api = Api::new_account("edge-race").await;
+    let repo = Repo::from_fixture("static-site");
+    repo.commit("v1");
+    let project = api
+        .create_project(json!({"name": "edge race", "git_url": repo.url()}))
+        .await;
+    let project_id = project["id"].as_str().unwrap();
+    let mut ids = Vec::new();
+    for version in ["one", "two"] {
+        repo.write("index.html", &format!("<h1>Race {version}</h1>"));
+        repo.commit(version);
+        let deployment = api.deploy(project_id).await;
+        let id = deployment["id"].as_str().unwrap().to_string();
+        assert_eq!(api.wait_final(&id).await["state"], "READY");
+        ids.push(id);
+    }
+    let promote = |target: String| {
+        let api = api.clone();
+        async move {
+            let reply = api
+                .post(
+                    &format!("/v1/projects/{project_id}/promote"),
+                    json!({ "deployment_id": target }),
+                )
+                .await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+        }
+    };
+    promote(ids[0].clone()).await;
+
+    // Writer A (a second events service, its S3 writes held by the proxy) reads the
+    // alias (the first deployment) and starts writing it...
+    let p = platform();
+    let (endpoint, arrived, release) = holding_proxy(
+        p.s3.endpoint.clone().expect("local S3"),
+        "edge/hosts/edge-race.json".into(),
+    )
+    .await;
+    let store = deploysphere_adapters::s3::ObjectStore::new(&deploysphere_adapters::s3::S3Config {
+        endpoint: Some(endpoint),
+        ..p.s3.clone()
+    });
+    let db = deploysphere_adapters::pg::Db::new(
+        deploysphere_adapters::pg::connect(
+            &format!(
+                "postgres://postgres@127.0.0.1:{}/deploysphere",
+                p.postgres_port
+            ),
+            2,
+        )
+        .unwrap(),
+    );
+    let edge = deploysphere_events::EdgeRoutes::new(store);
+    let writer_a = tokio::spawn(async move { edge.publish_production(&db, "edge-race").await });
+    arrived.await.unwrap();
+    // ...meanwhile writer B promotes the second deployment and publishes it...
+    promote(ids[1].clone()).await;
+    assert_eq!(
+        object("edge/hosts/edge-race.json").await["deployment_id"],
+        ids[1]
+    );
+    // ...and only then does A's write of the first deployment land.
+    release.send(()).unwrap();
+    writer_a.await.unwrap().expect("writer A published");
+
+    let production =
+        api.get(&format!("/v1/projects/{project_id}")).await.body["production_deployment_id"]
+            .clone();
+    assert_eq!(production, ids[1]);
+    assert_eq!(
+        object("edge/hosts/edge-race.json").await["deployment_id"],
+        production,
+        "the edge's production record differs from the production alias"
+    );
+}

@@ -61,13 +61,16 @@ pub enum Applied {
 /// `edge/hosts/<slug>.json` (the production alias) and `edge/hosts/<slug>-<8 chars of
 /// the id>.json` (one immutable deployment), each `{deployment_id, manifest_key}`.
 /// Written after Postgres changed, from what Postgres says then. A failed write fails
-/// the event (it is delivered again, and a replayed READY publishes again). Two
-/// writers racing for one project can leave the older alias in S3 until the project's
-/// next READY, promote or replayed event.
+/// the event (it is delivered again, and a replayed READY publishes again). Racing
+/// writers of one alias settle on what Postgres says (see `publish_production`).
 #[derive(Clone)]
 pub struct EdgeRoutes {
     store: ObjectStore,
 }
+
+/// How often one writer rewrites a production alias that moves under it before it
+/// gives up (the event fails and is delivered again).
+const MAX_ALIAS_WRITES: usize = 10;
 
 pub fn edge_host_key(label: &str) -> String {
     format!("edge/hosts/{label}.json")
@@ -90,12 +93,31 @@ impl EdgeRoutes {
         self.publish_production(db, &deployment.project_slug).await
     }
 
-    /// Publishes where a project's production alias points now.
+    /// Publishes where a project's production alias points now. Two writers can race
+    /// (a READY and a promote of one project, in two Lambdas): each reads the alias,
+    /// writes it, and reads it again after its write landed; when it moved in between,
+    /// the write may have replaced a newer one, so it writes again. The last write to
+    /// land is then always followed by a read that sees the alias as it stands.
     pub async fn publish_production(&self, db: &Db, slug: &str) -> Result<(), EventError> {
-        if let Some((id, manifest_key)) = db.route(slug, None).await? {
-            self.put(slug, &id.to_string(), &manifest_key).await?;
+        let mut route = db.route(slug, None).await?;
+        for _ in 0..MAX_ALIAS_WRITES {
+            let Some((id, manifest_key)) = &route else {
+                return Ok(());
+            };
+            self.put(slug, &id.to_string(), manifest_key).await?;
+            let now = db.route(slug, None).await?;
+            if now == route {
+                return Ok(());
+            }
+            route = now;
         }
-        Ok(())
+        warn!(
+            slug,
+            "edge route: the production alias kept moving while it was written"
+        );
+        Err(EventError::Storage(format!(
+            "the production alias of {slug} moved {MAX_ALIAS_WRITES} times while it was written"
+        )))
     }
 
     async fn put(
