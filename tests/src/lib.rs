@@ -49,6 +49,15 @@ fn target_dir() -> PathBuf {
     }
 }
 
+/// This package's folder, read at run time (cargo sets it for tests): a test binary
+/// reused from another checkout of the same sources must not read that checkout.
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string()),
+    )
+}
+
 static PLATFORM: OnceLock<Platform> = OnceLock::new();
 
 /// The platform of this test process, started on first use.
@@ -405,6 +414,17 @@ pub async fn wait_served(host: &str, path: &str, needle: &str) -> Page {
     }
 }
 
+/// A small pool on the platform's Postgres.
+pub fn db() -> deploysphere_adapters::pg::Db {
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/deploysphere",
+        platform().postgres_port
+    );
+    deploysphere_adapters::pg::Db::new(
+        deploysphere_adapters::pg::connect(&url, 2).expect("postgres"),
+    )
+}
+
 pub fn object_store() -> ObjectStore {
     ObjectStore::new(&platform().s3)
 }
@@ -421,9 +441,7 @@ impl Repo {
             .tempdir_in("/tmp")
             .expect("temp dir");
         if !name.is_empty() {
-            let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("fixtures")
-                .join(name);
+            let source = manifest_dir().join("fixtures").join(name);
             copy_dir(&source, dir.path());
         }
         let repo = Repo { dir };

@@ -65,7 +65,8 @@ pub struct MskEmulator {
     tansu_bin: PathBuf,
     ca_file: PathBuf,
     log: Arc<AuthLog>,
-    tansu: Child,
+    /// Held for its drop: killed with the emulator.
+    _tansu: Broker,
     /// Its own runtime, so the emulator keeps serving while a test blocks its thread.
     runtime: Option<tokio::runtime::Runtime>,
     _dir: tempfile::TempDir,
@@ -128,10 +129,11 @@ impl MskEmulator {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&tansu_log).expect("tansu log file"))
             .spawn()
+            .map(Broker)
             .unwrap_or_else(|e| panic!("tansu ({}): {e}", tansu_bin.display()));
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", tansu_port)).await.is_err() {
-            if let Ok(Some(status)) = tansu.try_wait() {
+            if let Ok(Some(status)) = tansu.0.try_wait() {
                 panic!(
                     "tansu exited ({status}): {}",
                     std::fs::read_to_string(&tansu_log).unwrap_or_default()
@@ -170,7 +172,7 @@ impl MskEmulator {
             tansu_bin,
             ca_file: dir.path().join("ca.crt"),
             log,
-            tansu,
+            _tansu: tansu,
             runtime: Some(runtime),
             _dir: dir,
         }
@@ -220,8 +222,16 @@ impl Drop for MskEmulator {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
-        let _ = self.tansu.kill();
-        let _ = self.tansu.wait();
+    }
+}
+
+/// The emulator's tansu, killed when dropped (also when `start` fails half way).
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

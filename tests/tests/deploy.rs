@@ -238,11 +238,7 @@ async fn failed_build_keeps_the_previous_production_deployment_live() {
     repo.write("package.json", r#"{"scripts": {"build": "node build.js"}}"#);
     repo.write(
         "build.js",
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/failing-build/build.js"
-        ))
-        .unwrap(),
+        &std::fs::read_to_string(manifest_dir().join("fixtures/failing-build/build.js")).unwrap(),
     );
     repo.write("index.html", "<h1>v2 must never be served</h1>");
     repo.commit("broken v2");

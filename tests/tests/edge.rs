@@ -10,7 +10,7 @@ use deploysphere_e2e::*;
 use serde_json::{Value, json};
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    manifest_dir().join("..")
 }
 
 async fn object(key: &str) -> Value {
@@ -175,6 +175,7 @@ async fn a_late_alias_write_does_not_leave_the_edge_on_an_older_deployment() {
         .create_project(json!({"name": "edge race", "git_url": repo.url()}))
         .await;
     let project_id = project["id"].as_str().unwrap();
+    let slug = project["slug"].as_str().unwrap();
     let mut ids = Vec::new();
     for version in ["one", "two"] {
         repo.write("index.html", &format!("<h1>Race {version}</h1>"));
@@ -203,30 +204,27 @@ async fn a_late_alias_write_does_not_leave_the_edge_on_an_older_deployment() {
     let p = platform();
     let (endpoint, arrived, release) = holding_proxy(
         p.s3.endpoint.clone().expect("local S3"),
-        "edge/hosts/edge-race.json".into(),
+        format!("edge/hosts/{slug}.json"),
     )
     .await;
     let store = deploysphere_adapters::s3::ObjectStore::new(&deploysphere_adapters::s3::S3Config {
         endpoint: Some(endpoint),
         ..p.s3.clone()
     });
-    let db = deploysphere_adapters::pg::Db::new(
-        deploysphere_adapters::pg::connect(
-            &format!(
-                "postgres://postgres@127.0.0.1:{}/deploysphere",
-                p.postgres_port
-            ),
-            2,
-        )
-        .unwrap(),
-    );
+    let db = db();
     let edge = deploysphere_events::EdgeRoutes::new(store);
-    let writer_a = tokio::spawn(async move { edge.publish_production(&db, "edge-race").await });
-    arrived.await.unwrap();
+    let writer_a = tokio::spawn({
+        let slug = slug.to_string();
+        async move { edge.publish_production(&db, &slug).await }
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(30), arrived)
+        .await
+        .expect("writer A never wrote the alias")
+        .unwrap();
     // ...meanwhile writer B promotes the second deployment and publishes it...
     promote(ids[1].clone()).await;
     assert_eq!(
-        object("edge/hosts/edge-race.json").await["deployment_id"],
+        object(&format!("edge/hosts/{slug}.json")).await["deployment_id"],
         ids[1]
     );
     // ...and only then does A's write of the first deployment land.
@@ -238,7 +236,7 @@ async fn a_late_alias_write_does_not_leave_the_edge_on_an_older_deployment() {
             .clone();
     assert_eq!(production, ids[1]);
     assert_eq!(
-        object("edge/hosts/edge-race.json").await["deployment_id"],
+        object(&format!("edge/hosts/{slug}.json")).await["deployment_id"],
         production,
         "the edge's production record differs from the production alias"
     );

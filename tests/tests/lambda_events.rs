@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 fn fixture(name: &str, token: &str) -> String {
-    let path = format!("{}/fixtures/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = manifest_dir().join("fixtures/events").join(name);
     std::fs::read_to_string(path)
         .expect("fixture")
         .replace("TOKEN", token)

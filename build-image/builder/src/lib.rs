@@ -1,6 +1,7 @@
 //! The trusted part of a build task: fetch the source, plan the build, run the user's
 //! commands in the sandbox, upload the output, and report every step.
 
+pub mod credentials;
 pub mod live;
 pub mod report;
 pub mod sandbox;
@@ -10,7 +11,6 @@ pub mod upload;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use deploysphere_adapters::kafka::{KafkaAuth, KafkaContext, KafkaSettings};
 use deploysphere_adapters::s3::{ObjectStore, S3Config};
@@ -24,7 +24,10 @@ use crate::sandbox::{Exit, Sandbox, WORKSPACE};
 #[derive(Debug, Clone)]
 pub struct BuilderConfig {
     pub kafka: KafkaSettings,
+    /// Where the sites bucket is (its keys are unused: see `credentials`).
     pub s3: S3Config,
+    /// The build's own credentials, from its grant (S3, and MSK IAM on AWS).
+    pub credentials: SharedCredentialsProvider,
     /// Redis for live log lines (`redis://127.0.0.1:6379`); `None` turns them off.
     pub redis_url: Option<String>,
     /// Parent of each build's work folder.
@@ -37,16 +40,13 @@ impl BuilderConfig {
     /// The Kafka client context: MSK IAM tokens are signed with the build's own
     /// narrowed credentials (the same ones that upload its files).
     pub fn kafka_context(&self) -> anyhow::Result<KafkaContext> {
-        let credentials = (self.kafka.auth == KafkaAuth::MskIam).then(|| {
-            SharedCredentialsProvider::new(Credentials::new(
-                &self.s3.access_key,
-                &self.s3.secret_key,
-                self.s3.session_token.clone(),
-                None,
-                "deploysphere-build",
-            ))
-        });
+        let credentials = (self.kafka.auth == KafkaAuth::MskIam).then(|| self.credentials.clone());
         self.kafka.context(credentials).map_err(anyhow::Error::msg)
+    }
+
+    /// The sites bucket, as this build may use it.
+    pub fn store(&self) -> ObjectStore {
+        ObjectStore::with_credentials(&self.s3, self.credentials.clone())
     }
 }
 
@@ -303,7 +303,7 @@ async fn build(
     reporter
         .system(format!("Uploading {} files", files.len()))
         .await;
-    let store = ObjectStore::new(&config.s3);
+    let store = config.store();
     upload::upload(&store, &spec.deployment_id, files)
         .await
         .map_err(|e| fail(format!("upload failed: {e}")))

@@ -1,6 +1,7 @@
-//! `builder`: runs one build task. Reads the deployment's [`BuildSpec`] from the S3
-//! object `DEPLOYSPHERE_BUILD_SPEC_KEY` and the platform endpoints from the
-//! environment; exits 0
+//! `builder`: runs one build task. Exchanges its grant (`DEPLOYSPHERE_BUILD_GRANT`)
+//! at the API (`DEPLOYSPHERE_API_URL`) for its credentials, reads the deployment's
+//! [`BuildSpec`] from the S3 object `DEPLOYSPHERE_BUILD_SPEC_KEY` and the platform
+//! endpoints from the environment; exits 0
 //! once its final report is delivered (whatever the build's outcome), non-zero when
 //! it could not report.
 
@@ -8,7 +9,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use deploysphere_adapters::kafka::KafkaSettings;
-use deploysphere_adapters::s3::{ObjectStore, S3Config};
+use deploysphere_adapters::s3::S3Config;
+use deploysphere_builder::credentials::GrantCredentials;
 use deploysphere_builder::{BuilderConfig, run};
 use deploysphere_core::BuildSpec;
 
@@ -19,9 +21,10 @@ fn env(name: &str) -> anyhow::Result<String> {
 /// The build spec: the object named by `DEPLOYSPHERE_BUILD_SPEC_KEY` in the sites
 /// bucket. The launcher leaves it there (both shapes) so that the project's secrets
 /// are in neither the task's overrides nor the process environment.
-async fn spec(s3: &S3Config) -> anyhow::Result<BuildSpec> {
+async fn spec(config: &BuilderConfig) -> anyhow::Result<BuildSpec> {
     let key = env("DEPLOYSPHERE_BUILD_SPEC_KEY")?;
-    let json = ObjectStore::new(s3)
+    let json = config
+        .store()
         .get(&key)
         .await
         .with_context(|| format!("reading the build spec {key}"))?
@@ -51,10 +54,15 @@ fn config() -> anyhow::Result<BuilderConfig> {
             endpoint: std::env::var("DEPLOYSPHERE_S3_ENDPOINT").ok(),
             region: std::env::var("DEPLOYSPHERE_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
             bucket: env("DEPLOYSPHERE_S3_BUCKET")?,
-            access_key: env("DEPLOYSPHERE_S3_ACCESS_KEY")?,
-            secret_key: env("DEPLOYSPHERE_S3_SECRET_KEY")?,
-            session_token: std::env::var("DEPLOYSPHERE_S3_SESSION_TOKEN").ok(),
+            access_key: String::new(),
+            secret_key: String::new(),
+            session_token: None,
         },
+        credentials: GrantCredentials::new(
+            &env("DEPLOYSPHERE_API_URL")?,
+            &env("DEPLOYSPHERE_BUILD_GRANT")?,
+        )
+        .into_provider(),
         redis_url: redis_url(),
         work_dir: PathBuf::from(
             std::env::var("DEPLOYSPHERE_WORK_DIR")
@@ -68,8 +76,17 @@ fn config() -> anyhow::Result<BuilderConfig> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The platform's clients (Kafka above all) log through tracing: into the task's
+    // own log, where a refused token or a failed handshake must show.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     let config = config()?;
-    let spec = spec(&config.s3).await?;
+    let spec = spec(&config).await?;
     std::fs::create_dir_all(&config.work_dir)?;
     let succeeded = run(&spec, &config).await?;
     eprintln!(

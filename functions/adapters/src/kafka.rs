@@ -175,6 +175,7 @@ impl KafkaSettings {
                 region: self.region.clone(),
                 credentials,
                 runtime: tokio::runtime::Handle::try_current().ok(),
+                cached: Mutex::new(None),
             })),
             (KafkaAuth::MskIam, None) => {
                 return Err("Kafka auth msk-iam needs AWS credentials to sign with".into());
@@ -216,6 +217,14 @@ impl KafkaContext {
         }
     }
 
+    /// A context for another client: the same signer, its own error state.
+    pub fn for_another_client(&self) -> KafkaContext {
+        KafkaContext {
+            signer: self.signer.clone(),
+            ..KafkaContext::without_signer()
+        }
+    }
+
     /// The client's latest error other than "all brokers down" (a refused token, a
     /// failed TLS handshake, ...), for messages that say why nothing was delivered.
     pub fn last_error(&self) -> Option<String> {
@@ -241,6 +250,7 @@ impl KafkaContext {
             .provide_credentials()
             .await
             .map_err(|e| SigningError(format!("no AWS credentials: {e}")))?;
+        signer.remember(&credentials);
         let token = signer.token_with(&credentials)?;
         let token_value = std::ffi::CString::new(token.token)?;
         let principal = std::ffi::CString::new(token.principal_name)?;
@@ -295,9 +305,18 @@ impl ConsumerContext for KafkaContext {}
 struct MskIamSigner {
     region: String,
     credentials: SharedCredentialsProvider,
-    /// The runtime the provider may need (the ECS endpoint is fetched over HTTP).
+    /// The runtime the provider may need (the ECS endpoint and the build's grant
+    /// exchange are HTTP calls).
     runtime: Option<tokio::runtime::Handle>,
+    /// The credentials last resolved; reused while they have a while left.
+    cached: Mutex<Option<Credentials>>,
 }
+
+/// Credentials with less than this left are resolved again before signing.
+const CREDENTIALS_MARGIN: Duration = Duration::from_secs(120);
+/// How long a token request may wait for the credentials provider; librdkafka asks
+/// again after a failure.
+const CREDENTIALS_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(Debug)]
 pub struct SigningError(String);
@@ -316,7 +335,11 @@ impl MskIamSigner {
     }
 
     fn token_with(&self, credentials: &Credentials) -> Result<OAuthToken, SigningError> {
-        let (token, expires) = msk_iam_token(&self.region, credentials, SystemTime::now())?;
+        let (token, mut expires) = msk_iam_token(&self.region, credentials, SystemTime::now())?;
+        // A token cannot outlive the credentials that signed it.
+        if let Some(expiry) = credentials.expiry() {
+            expires = expires.min(expiry);
+        }
         let lifetime_ms = expires
             .duration_since(UNIX_EPOCH)
             .map_err(|e| SigningError(e.to_string()))?
@@ -328,28 +351,51 @@ impl MskIamSigner {
         })
     }
 
-    /// librdkafka asks from its own threads, or from inside an async poll: resolve
-    /// the credentials on a thread of our own, which may block on the runtime in
-    /// either case.
+    fn remember(&self, credentials: &Credentials) {
+        if let Ok(mut cached) = self.cached.lock() {
+            *cached = Some(credentials.clone());
+        }
+    }
+
+    /// The cached credentials while they have a while left; else resolved again.
+    /// librdkafka asks from rdkafka's polling threads or from inside an async poll:
+    /// the provider runs on a thread of our own, which may block on the runtime in
+    /// either case, and a provider that hangs fails this token, not the client.
     fn current_credentials(&self) -> Result<Credentials, SigningError> {
+        if let Ok(cached) = self.cached.lock()
+            && let Some(credentials) = cached.as_ref()
+            && credentials
+                .expiry()
+                .is_none_or(|at| at > SystemTime::now() + CREDENTIALS_MARGIN)
+        {
+            return Ok(credentials.clone());
+        }
         let provider = self.credentials.clone();
         let runtime = self.runtime.clone();
-        let resolve = move || -> Result<Credentials, String> {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
             let future = provider.provide_credentials();
-            match runtime {
-                Some(runtime) => runtime.block_on(future),
+            let resolved = match runtime {
+                Some(runtime) => runtime.block_on(future).map_err(|e| e.to_string()),
                 None => tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| e.to_string())?
-                    .block_on(future),
-            }
-            .map_err(|e| format!("no AWS credentials: {e}"))
-        };
-        std::thread::spawn(resolve)
-            .join()
-            .map_err(|_| SigningError("the credentials thread panicked".into()))?
-            .map_err(SigningError)
+                    .map_err(|e| e.to_string())
+                    .and_then(|runtime| runtime.block_on(future).map_err(|e| e.to_string())),
+            };
+            let _ = sender.send(resolved);
+        });
+        let credentials = receiver
+            .recv_timeout(CREDENTIALS_TIMEOUT)
+            .map_err(|_| {
+                SigningError(format!(
+                    "no AWS credentials within {} s",
+                    CREDENTIALS_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| SigningError(format!("no AWS credentials: {e}")))?;
+        self.remember(&credentials);
+        Ok(credentials)
     }
 }
 
@@ -427,6 +473,7 @@ pub async fn create_topics(
     partitions: i32,
     replication: i32,
 ) -> anyhow::Result<()> {
+    let context = context.for_another_client();
     let admin: AdminClient<KafkaContext> = settings
         .client_config()
         .create_with_context(context.clone())?;
@@ -435,7 +482,9 @@ pub async fn create_topics(
         .iter()
         .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
         .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(15)));
     for result in admin.create_topics(&topics, &options).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

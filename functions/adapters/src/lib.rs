@@ -24,3 +24,16 @@ pub fn aws_http_client() -> aws_sdk_s3::config::SharedHttpClient {
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https()
 }
+
+/// A new secret token: `prefix` and 64 hex characters (256 random bits).
+pub fn new_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// How a token is stored: its SHA-256, hex.
+pub fn hash_token(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}

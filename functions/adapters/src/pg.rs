@@ -25,6 +25,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_log_lines",
         include_str!("../../../schemas/postgres/0003_log_lines.sql"),
     ),
+    (
+        "0004_build_grants",
+        include_str!("../../../schemas/postgres/0004_build_grants.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -555,6 +559,48 @@ impl Db {
             .execute(
                 "UPDATE deployments SET commit_sha = $2, plan = $3 WHERE id = $1",
                 &[&id, &commit_sha, plan],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a build grant (its SHA-256) valid for `valid_for_s` seconds.
+    pub async fn insert_build_grant(
+        &self,
+        deployment_id: Uuid,
+        token_hash: &str,
+        valid_for_s: i64,
+    ) -> DbResult<()> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO build_grants (token_hash, deployment_id, expires_at) VALUES ($1, $2, now() + make_interval(secs => $3::bigint))",
+                &[&token_hash, &deployment_id, &valid_for_s],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Uses up a build grant: the deployment it was for, if it existed and had not
+    /// expired. A grant works once, whatever the answer.
+    pub async fn redeem_build_grant(&self, token_hash: &str) -> DbResult<Option<Uuid>> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "DELETE FROM build_grants WHERE token_hash = $1 RETURNING deployment_id, expires_at > now()",
+                &[&token_hash],
+            )
+            .await?;
+        Ok(row.and_then(|row| row.get::<_, bool>(1).then(|| row.get(0))))
+    }
+
+    /// Drops every grant of a deployment (its build ended), and expired ones.
+    pub async fn forget_build_grants(&self, deployment_id: Uuid) -> DbResult<()> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "DELETE FROM build_grants WHERE deployment_id = $1 OR expires_at < now()",
+                &[&deployment_id],
             )
             .await?;
         Ok(())

@@ -1,6 +1,7 @@
 //! S3: content-addressed blobs and per-deployment manifests. Works against AWS S3 and
 //! any S3-compatible server on loopback (endpoint override, path-style addressing).
 
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
@@ -46,6 +47,11 @@ impl ObjectStore {
             None,
             "deploysphere",
         );
+        ObjectStore::with_credentials(config, SharedCredentialsProvider::new(credentials))
+    }
+
+    /// A store that signs with `credentials` (which may refresh), not the config's keys.
+    pub fn with_credentials(config: &S3Config, credentials: SharedCredentialsProvider) -> Self {
         let mut builder = aws_sdk_s3::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(config.region.clone()))

@@ -1,23 +1,29 @@
 //! Bearer tokens: random, shown once, stored as SHA-256.
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use deploysphere_adapters::pg::Account;
-use sha2::{Digest, Sha256};
 
 use crate::AppState;
 use crate::error::ApiError;
 
+pub use deploysphere_adapters::hash_token;
+
 /// A new API token: `dsp_` and 64 hex characters (256 random bits).
 pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    format!("dsp_{}", hex::encode(bytes))
+    deploysphere_adapters::new_token("dsp_")
 }
 
-pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+/// The bearer token of a request, if it has a non-empty one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
 }
 
 /// The account of the request's bearer token.
@@ -27,14 +33,7 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|token| !token.is_empty())
-            .ok_or_else(ApiError::unauthorized)?;
+        let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
         state
             .db
             .account_by_token_hash(&hash_token(token))

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use deploysphere_adapters::clickhouse::LogQuery;
 use deploysphere_adapters::pg::{Deployment, Project};
 use deploysphere_core::{BuildSettings, DeploymentState, EnvVar, LogStream, validate};
+use deploysphere_events::GrantError;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -485,4 +486,27 @@ pub async fn project_logs(
         })
         .collect();
     Ok(Json(json!({ "lines": lines })))
+}
+
+/// A build task's exchange: its one-time grant (as the bearer token) for credentials
+/// of its own deployment and the next grant. Not for accounts: a build holds no API
+/// token.
+pub async fn build_credentials(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Json<deploysphere_core::BuildCredentials>> {
+    let invalid = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_grant",
+            "send the build's grant as 'Authorization: Bearer <grant>'; a grant works once",
+        )
+    };
+    let grant = crate::auth::bearer(&headers).ok_or_else(invalid)?;
+    match state.deployments.exchange_build_grant(grant).await {
+        Ok(credentials) => Ok(Json(credentials)),
+        Err(GrantError::Invalid) => Err(invalid()),
+        Err(e @ GrantError::Ended(_)) => Err(ApiError::conflict(e.to_string())),
+        Err(GrantError::Unavailable(e)) => Err(ApiError::unavailable("build credentials", &e)),
+    }
 }

@@ -53,6 +53,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/accounts", post(handlers::create_account))
+        .route("/v1/build-credentials", post(handlers::build_credentials))
         .route(
             "/v1/projects",
             post(handlers::create_project).get(handlers::list_projects),

@@ -17,5 +17,5 @@ pub use events::{BuildEvent, BuildEventKind, BuildSpec, EnvVar, Limits};
 pub use logs::{LogLine, LogStream};
 pub use manifest::{Manifest, ManifestEntry};
 pub use plan::{BuildPlan, BuildSettings, PackageManager, SourceTree, detect_plan};
-pub use ports::{LaunchError, Launcher};
+pub use ports::{BuildCredentials, LaunchError, Launcher};
 pub use state::{DeploymentState, Transition, TransitionError, transition};

@@ -13,8 +13,30 @@ pub struct LaunchError(pub String);
 /// deployment event or the launcher reports that it stopped (a `task_stopped` event),
 /// so no deployment stays live forever. `cancel` kills every process of the task and
 /// is idempotent (cancelling a task that is gone is `Ok`).
+///
+/// A build task holds no credentials when it starts: `launch` hands it a one-time
+/// grant (see [`BuildCredentials`]), which the build exchanges at the API for
+/// `credentials` of its own deployment.
 #[async_trait::async_trait]
 pub trait Launcher: Send + Sync {
-    async fn launch(&self, spec: BuildSpec) -> Result<(), LaunchError>;
+    async fn launch(&self, spec: BuildSpec, grant: &str) -> Result<(), LaunchError>;
     async fn cancel(&self, deployment_id: &str) -> Result<(), LaunchError>;
+    /// Fresh credentials that reach only this deployment's own objects (and, on AWS,
+    /// the log topics).
+    async fn credentials(&self, deployment_id: &str) -> Result<BuildCredentials, LaunchError>;
+}
+
+/// What a build gets for its grant (`POST /v1/build-credentials`): credentials for
+/// its own objects, and the next grant, which fetches fresh credentials before these
+/// expire. A grant works once; a build that has ended gets nothing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BuildCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+    /// Milliseconds since the Unix epoch; `None` for keys that do not expire.
+    pub expires_at_ms: Option<i64>,
+    /// The grant for the next exchange (empty from a launcher; the API sets it).
+    #[serde(default)]
+    pub next_grant: String,
 }

@@ -8,7 +8,10 @@
 //! Instead the builder gets short-lived credentials of the build upload role, narrowed
 //! by a session policy to this deployment's own objects (`staging/<id>/*` and
 //! `manifests/<id>.json`), read access to the shared blobs (to skip uploads that are
-//! there already) and writing to the log topics. The build spec, which holds the
+//! there already) and writing to the log topics. Those credentials are not in the
+//! overrides (which `DescribeTasks` and CloudTrail show): the overrides carry a
+//! one-time grant, which the build exchanges at the API for `credentials`, and again
+//! for fresh ones before they expire. The build spec, which holds the
 //! project's env values (secrets too), is left in S3 for the build
 //! (`staging/<id>/build-spec.json`), not in the overrides: those are capped at 8 KiB
 //! and shown by `DescribeTasks`.
@@ -24,13 +27,11 @@ use aws_types::SdkConfig;
 use aws_types::region::Region;
 use deploysphere_adapters::s3::ObjectStore;
 use deploysphere_core::manifest::build_spec_key;
-use deploysphere_core::{BuildSpec, LaunchError, Launcher};
+use deploysphere_core::{BuildCredentials, BuildSpec, LaunchError, Launcher};
 use tracing::info;
 
 /// The build task definition's container that runs the builder.
 pub const BUILD_CONTAINER: &str = "builder";
-/// The longest build on AWS: the upload credentials' hour, less time to upload.
-pub const MAX_BUILD_SECONDS: u64 = 50 * 60;
 
 /// Where and how build tasks run.
 #[derive(Debug, Clone)]
@@ -164,10 +165,10 @@ impl EcsLauncher {
     }
 
     /// Short-lived credentials for one build (an hour, the role's maximum session).
-    async fn build_credentials(
+    async fn assume_upload_role(
         &self,
         deployment_id: &str,
-    ) -> Result<Vec<KeyValuePair>, LaunchError> {
+    ) -> Result<BuildCredentials, LaunchError> {
         let assumed = self
             .sts
             .assume_role()
@@ -190,14 +191,13 @@ impl EcsLauncher {
         let credentials = assumed
             .credentials()
             .ok_or_else(|| LaunchError("STS returned no credentials".into()))?;
-        Ok(vec![
-            env("DEPLOYSPHERE_S3_ACCESS_KEY", credentials.access_key_id()),
-            env(
-                "DEPLOYSPHERE_S3_SECRET_KEY",
-                credentials.secret_access_key(),
-            ),
-            env("DEPLOYSPHERE_S3_SESSION_TOKEN", credentials.session_token()),
-        ])
+        Ok(BuildCredentials {
+            access_key_id: credentials.access_key_id().to_string(),
+            secret_access_key: credentials.secret_access_key().to_string(),
+            session_token: Some(credentials.session_token().to_string()),
+            expires_at_ms: credentials.expiration().to_millis().ok(),
+            next_grant: String::new(),
+        })
     }
 
     /// The ARNs of the running (or starting) tasks of a deployment.
@@ -222,23 +222,19 @@ fn env(name: &str, value: &str) -> KeyValuePair {
 
 #[async_trait::async_trait]
 impl Launcher for EcsLauncher {
-    async fn launch(&self, mut spec: BuildSpec) -> Result<(), LaunchError> {
+    async fn launch(&self, spec: BuildSpec, grant: &str) -> Result<(), LaunchError> {
         let id = spec.deployment_id.clone();
-        // The upload credentials last an hour (the most a role chain allows): a longer
-        // build could not upload its output, so its time limit is cut to fit (the
-        // build's log states the limit it runs with).
-        spec.limits.timeout_seconds = spec.limits.timeout_seconds.min(MAX_BUILD_SECONDS);
         let spec_key = self
             .store
             .put_build_spec(&spec)
             .await
             .map_err(|e| LaunchError(format!("leaving the build spec in S3: {e}")))?;
-        let mut environment = vec![
+        let environment = vec![
             env("DEPLOYSPHERE_DEPLOYMENT_ID", &id),
             env("DEPLOYSPHERE_BUILD_SPEC_KEY", &spec_key),
             env("DEPLOYSPHERE_S3_BUCKET", &self.settings.bucket),
+            env("DEPLOYSPHERE_BUILD_GRANT", grant),
         ];
-        environment.extend(self.build_credentials(&id).await?);
         let overrides = TaskOverride::builder()
             .container_overrides(
                 ContainerOverride::builder()
@@ -291,6 +287,10 @@ impl Launcher for EcsLauncher {
             .ok_or_else(|| LaunchError("RunTask started no task".into()))?;
         info!(deployment_id = %id, task = arn, "build task started");
         Ok(())
+    }
+
+    async fn credentials(&self, deployment_id: &str) -> Result<BuildCredentials, LaunchError> {
+        self.assume_upload_role(deployment_id).await
     }
 
     async fn cancel(&self, deployment_id: &str) -> Result<(), LaunchError> {

@@ -257,7 +257,10 @@ async fn run_task_carries_the_deployment_and_cancel_stops_it_on_the_moto_emulato
     .unwrap();
     let ecs = aws_sdk_ecs::Client::new(&proxied.sdk_config().unwrap());
     let id = "5f0c6b7e-2a4d-4c1b-9a8e-3d2f1e0c9b8a";
-    launcher.launch(spec(id)).await.expect("launched");
+    launcher
+        .launch(spec(id), "dsb_one-time-grant")
+        .await
+        .expect("launched");
 
     let arns = launcher.tasks_of(id).await.unwrap();
     assert_eq!(arns.len(), 1, "one task per build");
@@ -303,19 +306,35 @@ async fn run_task_carries_the_deployment_and_cancel_stops_it_on_the_moto_emulato
     assert_eq!(sent.env, spec(id).env);
     assert_eq!(
         sent.limits.timeout_seconds,
-        deploysphere_ecs::MAX_BUILD_SECONDS,
-        "a 6 h limit is cut to what the upload credentials allow"
+        spec(id).limits.timeout_seconds,
+        "the project's whole timeout: the build refreshes its credentials"
     );
-    for key in [
-        "DEPLOYSPHERE_S3_ACCESS_KEY",
-        "DEPLOYSPHERE_S3_SECRET_KEY",
-        "DEPLOYSPHERE_S3_SESSION_TOKEN",
-    ] {
-        assert!(!env[key].is_empty(), "{key} is set from STS");
+    // No credentials in the overrides (DescribeTasks and CloudTrail show them): only
+    // the one-time grant the build exchanges at the API.
+    assert_eq!(env["DEPLOYSPHERE_BUILD_GRANT"], "dsb_one-time-grant");
+    for (key, value) in &env {
+        assert!(
+            !key.contains("ACCESS_KEY") && !key.contains("SECRET") && !key.contains("SESSION"),
+            "{key}={value} in the overrides"
+        );
     }
+    // What the grant is exchanged for: STS credentials of the upload role.
+    let issued = launcher
+        .credentials(id)
+        .await
+        .expect("assumed the upload role");
+    assert!(issued.access_key_id.starts_with("ASIA"), "{issued:?}");
     assert_ne!(
-        env["DEPLOYSPHERE_S3_ACCESS_KEY"], "testing",
+        issued.access_key_id, "testing",
         "not the launcher's own keys"
+    );
+    assert!(!issued.secret_access_key.is_empty());
+    assert!(issued.session_token.is_some_and(|t| !t.is_empty()));
+    let left_ms =
+        issued.expires_at_ms.expect("STS credentials expire") - deploysphere_adapters::now_ms();
+    assert!(
+        (3_000_000..=3_600_000).contains(&left_ms),
+        "an hour's session, {left_ms} ms left"
     );
     // Private networking, as asked.
     let attachment_subnet = task
@@ -354,7 +373,7 @@ async fn a_task_that_cannot_run_is_a_launch_error_on_the_moto_emulator() {
     )
     .unwrap();
     let error = launcher
-        .launch(spec("0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"))
+        .launch(spec("0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"), "dsb_grant")
         .await
         .expect_err("no such task definition");
     assert!(

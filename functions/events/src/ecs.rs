@@ -125,7 +125,8 @@ mod tests {
     fn fixture(name: &str) -> TaskStateChangeEvent {
         let path = format!(
             "{}/../../tests/fixtures/events/{name}",
-            env!("CARGO_MANIFEST_DIR")
+            std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
         );
         serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("event")
     }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use deploysphere_adapters::pg::{Db, DbError, Deployment, StateChange};
 use deploysphere_adapters::s3::ObjectStore;
 use deploysphere_core::{
-    BuildEvent, BuildEventKind, BuildSpec, DeploymentState, Launcher, Limits, Transition,
-    TransitionError, transition,
+    BuildCredentials, BuildEvent, BuildEventKind, BuildSpec, DeploymentState, Launcher, Limits,
+    Transition, TransitionError, transition,
 };
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -26,6 +26,23 @@ pub enum EventError {
     #[error("sites bucket: {0}")]
     Storage(String),
 }
+
+/// Why a build grant was not exchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("the build grant is unknown, used or expired")]
+    Invalid,
+    #[error("the build has ended ({0}): it gets no more credentials")]
+    Ended(DeploymentState),
+    #[error("issuing build credentials failed: {0}")]
+    Unavailable(String),
+}
+
+/// How long a build task has to start and exchange its first grant (Fargate may pull
+/// a large image first).
+const FIRST_GRANT_SECONDS: i64 = 3600;
+/// How long a next grant outlives the credentials it came with.
+const GRANT_MARGIN_SECONDS: i64 = 600;
 
 /// Scheduling limits.
 #[derive(Debug, Clone)]
@@ -61,7 +78,8 @@ pub enum Applied {
 /// `edge/hosts/<slug>.json` (the production alias) and `edge/hosts/<slug>-<8 chars of
 /// the id>.json` (one immutable deployment), each `{deployment_id, manifest_key}`.
 /// Written after Postgres changed, from what Postgres says then. A failed write fails
-/// the event (it is delivered again, and a replayed READY publishes again). Racing
+/// the event (it is delivered again, and a replayed READY publishes again) or the
+/// promote request (a 503; promoting again publishes again). Racing
 /// writers of one alias settle on what Postgres says (see `publish_production`).
 #[derive(Clone)]
 pub struct EdgeRoutes {
@@ -169,15 +187,67 @@ impl Deployments {
         self
     }
 
-    /// Removes the spec the launcher left for a build (it holds the project's
-    /// secrets) once the build has ended; a leftover expires with `staging/` anyway.
-    async fn forget_build_spec(&self, deployment_id: &str) {
+    /// Cleans up after a build that ended: its grants (so it gets no fresh
+    /// credentials) and the spec the launcher left for it (it holds the project's
+    /// secrets; a leftover expires with `staging/` anyway).
+    async fn build_ended(&self, deployment_id: &str) {
+        if let Ok(id) = Uuid::parse_str(deployment_id)
+            && let Err(e) = self.db.forget_build_grants(id).await
+        {
+            warn!(error = %e, deployment_id, "removing the build's grants failed (they expire)");
+        }
         if let Some(store) = &self.sites {
             let key = deploysphere_core::manifest::build_spec_key(deployment_id);
             if let Err(e) = store.delete(&key).await {
                 warn!(error = %e, deployment_id, "removing the build spec failed");
             }
         }
+    }
+
+    /// A new one-time grant for a build, valid `valid_for_s` seconds.
+    async fn new_build_grant(&self, id: Uuid, valid_for_s: i64) -> Result<String, EventError> {
+        let grant = deploysphere_adapters::new_token("dsb_");
+        self.db
+            .insert_build_grant(id, &deploysphere_adapters::hash_token(&grant), valid_for_s)
+            .await?;
+        Ok(grant)
+    }
+
+    /// Exchanges a build's grant for credentials of its own deployment and the next
+    /// grant. The grant is used up either way; a build that has ended gets nothing.
+    pub async fn exchange_build_grant(&self, grant: &str) -> Result<BuildCredentials, GrantError> {
+        let id = self
+            .db
+            .redeem_build_grant(&deploysphere_adapters::hash_token(grant))
+            .await
+            .map_err(|e| GrantError::Unavailable(e.to_string()))?
+            .ok_or(GrantError::Invalid)?;
+        let deployment = self
+            .db
+            .deployment(id)
+            .await
+            .map_err(|e| GrantError::Unavailable(e.to_string()))?
+            .ok_or(GrantError::Invalid)?;
+        if deployment.state.is_final() {
+            return Err(GrantError::Ended(deployment.state));
+        }
+        let mut credentials = self
+            .launcher
+            .credentials(&id.to_string())
+            .await
+            .map_err(|e| GrantError::Unavailable(e.to_string()))?;
+        // The next grant outlives these credentials by a margin, to fetch new ones.
+        let valid_for_s = credentials
+            .expires_at_ms
+            .map(|at| (at - deploysphere_adapters::now_ms()) / 1000)
+            .unwrap_or(FIRST_GRANT_SECONDS)
+            + GRANT_MARGIN_SECONDS;
+        credentials.next_grant = self
+            .new_build_grant(id, valid_for_s)
+            .await
+            .map_err(|e| GrantError::Unavailable(e.to_string()))?;
+        info!(deployment_id = %id, "build credentials issued");
+        Ok(credentials)
     }
 
     /// Points a project's production alias at one of its READY deployments (rollback
@@ -288,7 +358,7 @@ impl Deployments {
                         .await
                     {
                         Ok((applied, _)) => {
-                            self.forget_build_spec(&event.deployment_id).await;
+                            self.build_ended(&event.deployment_id).await;
                             self.schedule_best_effort().await;
                             Ok(applied)
                         }
@@ -315,7 +385,7 @@ impl Deployments {
             Err(e) => return ignore_transition(id, e),
         };
         if matches!(applied, Applied::Moved(state) if state.is_final()) {
-            self.forget_build_spec(&event.deployment_id).await;
+            self.build_ended(&event.deployment_id).await;
             self.schedule_best_effort().await;
         }
         Ok(applied)
@@ -369,7 +439,7 @@ impl Deployments {
             if let Err(e) = self.launcher.cancel(&id.to_string()).await {
                 warn!(deployment_id = %id, error = %e, "could not stop the build task");
             }
-            self.forget_build_spec(&id.to_string()).await;
+            self.build_ended(&id.to_string()).await;
             self.schedule_best_effort().await;
         }
         Ok(deployment)
@@ -406,7 +476,8 @@ impl Deployments {
                 env: project.env.clone(),
                 limits,
             };
-            match self.launcher.launch(spec).await {
+            let grant = self.new_build_grant(id, FIRST_GRANT_SECONDS).await?;
+            match self.launcher.launch(spec, &grant).await {
                 Ok(()) => {
                     info!(deployment_id = %id, "build task launched");
                     launched += 1;

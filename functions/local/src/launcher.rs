@@ -10,9 +10,14 @@ use std::time::Duration;
 
 use deploysphere_adapters::now_ms;
 use deploysphere_adapters::s3::ObjectStore;
-use deploysphere_core::{BuildEvent, BuildEventKind, BuildSpec, LaunchError, Launcher};
+use deploysphere_core::{
+    BuildCredentials, BuildEvent, BuildEventKind, BuildSpec, LaunchError, Launcher,
+};
 use tokio::process::Command;
 use tokio::sync::mpsc;
+
+/// How long the credentials for a grant are valid (as an STS session on AWS).
+const CREDENTIALS_LIFETIME_MS: i64 = 3_600_000;
 
 pub struct LocalLauncher {
     pub builder_bin: PathBuf,
@@ -23,6 +28,8 @@ pub struct LocalLauncher {
     stopped: mpsc::UnboundedSender<BuildEvent>,
     /// The sites bucket, where each build's spec is left for it.
     store: ObjectStore,
+    /// What a build's grant gets it: the local S3 server's keys (one local user).
+    credentials: BuildCredentials,
 }
 
 impl LocalLauncher {
@@ -32,6 +39,7 @@ impl LocalLauncher {
         logs_dir: PathBuf,
         stopped: mpsc::UnboundedSender<BuildEvent>,
         store: ObjectStore,
+        credentials: BuildCredentials,
     ) -> Self {
         LocalLauncher {
             builder_bin,
@@ -40,6 +48,7 @@ impl LocalLauncher {
             running: Arc::default(),
             stopped,
             store,
+            credentials,
         }
     }
 
@@ -114,7 +123,7 @@ fn remove_cgroups(deployment_id: &str) -> bool {
 
 #[async_trait::async_trait]
 impl Launcher for LocalLauncher {
-    async fn launch(&self, spec: BuildSpec) -> Result<(), LaunchError> {
+    async fn launch(&self, spec: BuildSpec, grant: &str) -> Result<(), LaunchError> {
         let id = spec.deployment_id.clone();
         // As on AWS, the spec (secrets included) is an object the build reads, not
         // part of its command line or environment.
@@ -132,6 +141,7 @@ impl Launcher for LocalLauncher {
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("DEPLOYSPHERE_BUILD_SPEC_KEY", spec_key)
+            .env("DEPLOYSPHERE_BUILD_GRANT", grant)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -171,6 +181,15 @@ impl Launcher for LocalLauncher {
             });
         });
         Ok(())
+    }
+
+    async fn credentials(&self, _deployment_id: &str) -> Result<BuildCredentials, LaunchError> {
+        // The local keys do not expire, but they are handed out for an hour, as on
+        // AWS, so that a long local build renews them the same way.
+        Ok(BuildCredentials {
+            expires_at_ms: Some(deploysphere_adapters::now_ms() + CREDENTIALS_LIFETIME_MS),
+            ..self.credentials.clone()
+        })
     }
 
     async fn cancel(&self, deployment_id: &str) -> Result<(), LaunchError> {

@@ -19,7 +19,7 @@ use deploysphere_adapters::clickhouse::LogStore;
 use deploysphere_adapters::pg::{self, Db};
 use deploysphere_adapters::s3::{ObjectStore, S3Config};
 use deploysphere_api::{ApiConfig, AppState, SitesConfig, hash_token, new_token};
-use deploysphere_core::{DeploymentState, Launcher};
+use deploysphere_core::{BuildCredentials, DeploymentState, Launcher};
 use deploysphere_events::{Deployments, SchedulerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -306,11 +306,11 @@ async fn run(
             s3_config.endpoint.clone().unwrap_or_default(),
         ),
         ("DEPLOYSPHERE_S3_BUCKET".to_string(), S3_BUCKET.to_string()),
+        // No keys: the build exchanges its grant at the API, as on AWS.
         (
-            "DEPLOYSPHERE_S3_ACCESS_KEY".to_string(),
-            S3_ACCESS_KEY.to_string(),
+            "DEPLOYSPHERE_API_URL".to_string(),
+            format!("http://127.0.0.1:{}", args.api_port),
         ),
-        ("DEPLOYSPHERE_S3_SECRET_KEY".to_string(), s3_secret.clone()),
         (
             "DEPLOYSPHERE_WORK_DIR".to_string(),
             home.join("builds").display().to_string(),
@@ -326,6 +326,13 @@ async fn run(
         logs.join("builds"),
         stopped_tx,
         store.clone(),
+        BuildCredentials {
+            access_key_id: S3_ACCESS_KEY.to_string(),
+            secret_access_key: s3_secret.clone(),
+            session_token: None,
+            expires_at_ms: None,
+            next_grant: String::new(),
+        },
     ));
     let scheduler = SchedulerConfig {
         max_concurrent_builds: args.max_builds,

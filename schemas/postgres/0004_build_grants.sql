@@ -1,0 +1,9 @@
+-- One-time grants a build task exchanges for its credentials (POST
+-- /v1/build-credentials). Stored as SHA-256; each exchange deletes the grant it used
+-- and stores the next one; a build that ended loses its grants.
+CREATE TABLE build_grants (
+    token_hash    text PRIMARY KEY,
+    deployment_id uuid NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+    expires_at    timestamptz NOT NULL
+);
+CREATE INDEX build_grants_deployment ON build_grants (deployment_id);
