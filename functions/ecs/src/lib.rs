@@ -18,6 +18,7 @@
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_ecr::operation::describe_images::DescribeImagesError;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, ContainerOverride, KeyValuePair, LaunchType,
     NetworkConfiguration, TaskOverride,
@@ -28,7 +29,8 @@ use aws_types::region::Region;
 use deploysphere_adapters::s3::ObjectStore;
 use deploysphere_core::manifest::build_spec_key;
 use deploysphere_core::{BuildCredentials, BuildSpec, LaunchError, Launcher};
-use tracing::info;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tracing::{info, warn};
 
 /// The build task definition's container that runs the builder.
 pub const BUILD_CONTAINER: &str = "builder";
@@ -46,6 +48,51 @@ pub struct EcsSettings {
     pub bucket: String,
     /// `aws`, `aws-cn` or `aws-us-gov`.
     pub partition: String,
+    /// The build task definition's image (`DEPLOYSPHERE_BUILD_IMAGE`); an ECR image is
+    /// looked up before the first launch.
+    pub build_image: Option<String>,
+}
+
+/// An image in an ECR registry: `<account>.dkr.ecr.<region>.amazonaws.com/<repository>`
+/// with `:<tag>` or `@<digest>`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct EcrImage {
+    pub registry: String,
+    pub region: String,
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+impl EcrImage {
+    /// `None` for an image that is not in ECR (a public registry, say).
+    pub fn parse(image: &str) -> Option<EcrImage> {
+        let (host, path) = image.split_once('/')?;
+        let mut labels = host.split('.');
+        let (registry, dkr, ecr, region) = (
+            labels.next()?,
+            labels.next()?,
+            labels.next()?,
+            labels.next()?,
+        );
+        if dkr != "dkr" || ecr != "ecr" || !registry.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let (repository, tag, digest) = match path.split_once('@') {
+            Some((repository, digest)) => (repository, None, Some(digest.to_string())),
+            None => match path.rsplit_once(':') {
+                Some((repository, tag)) => (repository, Some(tag.to_string()), None),
+                None => (path, Some("latest".to_string()), None),
+            },
+        };
+        Some(EcrImage {
+            registry: registry.to_string(),
+            region: region.to_string(),
+            repository: repository.to_string(),
+            tag,
+            digest,
+        })
+    }
 }
 
 /// How to reach AWS: the region, and for tests an endpoint (an emulator) and keys.
@@ -90,6 +137,10 @@ pub fn process_credentials() -> Result<SharedCredentialsProvider, LaunchError> {
 
 pub struct EcsLauncher {
     ecs: aws_sdk_ecs::Client,
+    ecr: aws_sdk_ecr::Client,
+    region: String,
+    /// The build image was found in ECR once: it is not looked up again.
+    image_found: AtomicBool,
     sts: aws_sdk_sts::Client,
     settings: EcsSettings,
     /// The sites bucket, where each build's spec is left for it.
@@ -105,7 +156,10 @@ impl EcsLauncher {
         let config = access.sdk_config()?;
         Ok(EcsLauncher {
             ecs: aws_sdk_ecs::Client::new(&config),
+            ecr: aws_sdk_ecr::Client::new(&config),
             sts: aws_sdk_sts::Client::new(&config),
+            region: access.region.clone(),
+            image_found: AtomicBool::new(false),
             settings,
             store,
         })
@@ -200,6 +254,56 @@ impl EcsLauncher {
         })
     }
 
+    /// Fails a launch early, with a clear reason, when the build image is not in ECR
+    /// (not pushed yet, or deleted): a RunTask of it would fail only after Fargate
+    /// tried to pull it. Looked up until found once; a lookup that fails for another
+    /// reason lets the launch go on.
+    pub async fn ensure_build_image(&self) -> Result<(), LaunchError> {
+        if self.image_found.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let Some(image) = &self.settings.build_image else {
+            return Ok(());
+        };
+        let Some(ecr) = EcrImage::parse(image).filter(|ecr| ecr.region == self.region) else {
+            return Ok(());
+        };
+        let id = aws_sdk_ecr::types::ImageIdentifier::builder()
+            .set_image_tag(ecr.tag.clone())
+            .set_image_digest(ecr.digest.clone())
+            .build();
+        let missing = || {
+            LaunchError(format!(
+                "the build image {image} is not in ECR: push it (`make deploy` builds and pushes it)"
+            ))
+        };
+        match self
+            .ecr
+            .describe_images()
+            .registry_id(&ecr.registry)
+            .repository_name(&ecr.repository)
+            .image_ids(id)
+            .send()
+            .await
+        {
+            Ok(found) if !found.image_details().is_empty() => {
+                self.image_found.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(_) => Err(missing()),
+            Err(e) => match e.as_service_error() {
+                Some(
+                    DescribeImagesError::ImageNotFoundException(_)
+                    | DescribeImagesError::RepositoryNotFoundException(_),
+                ) => Err(missing()),
+                _ => {
+                    warn!(image, error = %DisplayErrorContext(&e), "could not look up the build image in ECR; launching anyway");
+                    Ok(())
+                }
+            },
+        }
+    }
+
     /// The ARNs of the running (or starting) tasks of a deployment.
     pub async fn tasks_of(&self, deployment_id: &str) -> Result<Vec<String>, LaunchError> {
         let listed = self
@@ -223,6 +327,7 @@ fn env(name: &str, value: &str) -> KeyValuePair {
 #[async_trait::async_trait]
 impl Launcher for EcsLauncher {
     async fn launch(&self, spec: BuildSpec, grant: &str) -> Result<(), LaunchError> {
+        self.ensure_build_image().await?;
         let id = spec.deployment_id.clone();
         let spec_key = self
             .store

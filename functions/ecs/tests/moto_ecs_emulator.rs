@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ecs::types::{Compatibility, ContainerDefinition, NetworkMode};
 use deploysphere_adapters::s3::{ObjectStore, S3Config};
 use deploysphere_core::{BuildSpec, Launcher};
-use deploysphere_ecs::{AwsAccess, BUILD_CONTAINER, EcsLauncher, EcsSettings};
+use deploysphere_ecs::{AwsAccess, BUILD_CONTAINER, EcrImage, EcsLauncher, EcsSettings};
 
 struct Moto {
     child: Child,
@@ -200,10 +200,42 @@ fn settings(task_definition: &str, subnets: Vec<String>, security_group: String)
         upload_role_arn: "arn:aws:iam::123456789012:role/deploysphere-build-upload".into(),
         bucket: "deploysphere-sites".into(),
         partition: "aws".into(),
+        build_image: Some(BUILD_IMAGE.into()),
     }
 }
 
+/// The build image the task definition names, pushed to the emulator's ECR.
+const BUILD_IMAGE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/deploysphere-build:1";
+
+/// The build repository in the emulator's ECR, with tag `1` pushed.
+async fn ecr_with_build_image(moto: &Moto) {
+    let ecr = aws_sdk_ecr::Client::new(&access(moto).sdk_config().unwrap());
+    ecr.create_repository()
+        .repository_name("deploysphere-build")
+        .send()
+        .await
+        .unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": 7023,
+            "digest": "sha256:b5b2b2c507a0944348e0303114d8d93aaaa081732b86451d9bce1f432a537bc7"
+        },
+        "layers": []
+    });
+    ecr.put_image()
+        .repository_name("deploysphere-build")
+        .image_tag("1")
+        .image_manifest(manifest.to_string())
+        .send()
+        .await
+        .unwrap();
+}
+
 async fn ecs_with_build_task(moto: &Moto) -> aws_sdk_ecs::Client {
+    ecr_with_build_image(moto).await;
     let ecs = aws_sdk_ecs::Client::new(&access(moto).sdk_config().unwrap());
     ecs.create_cluster()
         .cluster_name("deploysphere")
@@ -219,7 +251,7 @@ async fn ecs_with_build_task(moto: &Moto) -> aws_sdk_ecs::Client {
         .container_definitions(
             ContainerDefinition::builder()
                 .name(BUILD_CONTAINER)
-                .image("123456789012.dkr.ecr.us-east-1.amazonaws.com/deploysphere-build:1")
+                .image(BUILD_IMAGE)
                 .memory(4096)
                 .essential(true)
                 .build(),
@@ -434,4 +466,67 @@ fn the_session_policy_lets_a_build_write_only_its_own_objects() {
         spec_reads,
         ["arn:aws:s3:::deploysphere-sites/staging/d-1/build-spec.json"]
     );
+}
+
+#[tokio::test]
+async fn a_build_image_missing_from_ecr_fails_the_launch_with_the_reason_on_the_moto_emulator() {
+    let moto = moto();
+    ecs_with_build_task(&moto).await;
+    let (subnets, group) = network(&moto).await;
+    let proxied = proxied_access(&moto).await;
+    let missing = BUILD_IMAGE.replace(":1", ":not-pushed");
+    let launcher = EcsLauncher::new(
+        &proxied,
+        EcsSettings {
+            build_image: Some(missing.clone()),
+            ..settings("deploysphere-build", subnets, group)
+        },
+        sites(&moto).await,
+    )
+    .unwrap();
+    let id = "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    let error = launcher
+        .launch(spec(id), "dsb_grant")
+        .await
+        .expect_err("the image is not in ECR");
+    assert_eq!(
+        error.0,
+        format!(
+            "the build image {missing} is not in ECR: push it (`make deploy` builds and pushes it)"
+        )
+    );
+    assert!(
+        launcher.tasks_of(id).await.unwrap().is_empty(),
+        "no task was started"
+    );
+}
+
+#[test]
+fn ecr_image_references_are_parsed_and_others_are_left_alone() {
+    let tagged = EcrImage::parse(BUILD_IMAGE).expect("an ECR image");
+    assert_eq!(
+        tagged,
+        EcrImage {
+            registry: "123456789012".into(),
+            region: "us-east-1".into(),
+            repository: "deploysphere-build".into(),
+            tag: Some("1".into()),
+            digest: None,
+        }
+    );
+    let pinned =
+        EcrImage::parse("123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/build@sha256:abc")
+            .expect("an ECR image");
+    assert_eq!(pinned.repository, "team/build");
+    assert_eq!(pinned.digest.as_deref(), Some("sha256:abc"));
+    assert_eq!(pinned.tag, None);
+    let untagged = EcrImage::parse("123456789012.dkr.ecr.us-east-1.amazonaws.com/build").unwrap();
+    assert_eq!(untagged.tag.as_deref(), Some("latest"));
+    for other in [
+        "node:22-bookworm-slim",
+        "docker.io/library/node:22",
+        "ghcr.io/acme/build:1",
+    ] {
+        assert_eq!(EcrImage::parse(other), None, "{other}");
+    }
 }

@@ -251,6 +251,7 @@ impl Settings {
             upload_role_arn: self.var("DEPLOYSPHERE_BUILD_UPLOAD_ROLE_ARN")?,
             bucket: self.var("DEPLOYSPHERE_BUCKET")?,
             partition: self.var_or("DEPLOYSPHERE_AWS_PARTITION", "aws"),
+            build_image: self.source.var("DEPLOYSPHERE_BUILD_IMAGE"),
         };
         let launcher = EcsLauncher::new(&self.aws_access()?, settings, self.object_store()?)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
