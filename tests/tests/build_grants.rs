@@ -2,11 +2,12 @@
 //! (`POST /v1/build-credentials`) for credentials of its own deployment and the next
 //! grant, and exchanges that before the credentials expire. Every deploy of the other
 //! tests goes through this exchange (the local launcher hands out grants as the ECS
-//! one does); these tests pin down what a grant is worth: one use, nothing once the
+//! one does); these tests pin down what a grant is worth: one use (and a retry right
+//! after it), renewal along the chain, also with nothing asking, nothing once the
 //! build has ended, nothing after it expired.
 
 use deploysphere_adapters::{hash_token, new_token};
-use deploysphere_builder::credentials::GrantCredentials;
+use deploysphere_builder::credentials::{ExchangeError, GrantCredentials};
 use deploysphere_e2e::*;
 use serde_json::Value;
 use std::time::Duration;
@@ -39,10 +40,30 @@ async fn exchange(grant: Option<&str>) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Moves a grant's first use `seconds` into the past.
+async fn used_ago(grant: &str, seconds: i64) {
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/deploysphere",
+        platform().postgres_port
+    );
+    let pool = deploysphere_adapters::pg::connect(&url, 1).unwrap();
+    let updated = pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE build_grants SET used_at = now() - make_interval(secs => $2::bigint) WHERE token_hash = $1",
+            &[&hash_token(grant), &seconds],
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated, 1);
+}
+
 #[tokio::test]
-async fn a_grant_is_good_once_and_a_running_build_can_renew_its_credentials() {
+async fn a_grant_works_once_give_or_take_a_retry_and_a_build_renews_along_the_chain() {
     let api = Api::new_account("grants").await;
-    let id = start_slow_build(&api, "grant site", 400, 20, 1).await;
+    let id = start_slow_build(&api, "grant site", 400, 30, 1).await;
 
     let grant = grant_for(&id, 60).await;
     let (status, body) = exchange(Some(&grant)).await;
@@ -52,12 +73,19 @@ async fn a_grant_is_good_once_and_a_running_build_can_renew_its_credentials() {
         platform().s3.access_key.as_str(),
         "the local shape's build credentials are the local S3 user's"
     );
-    let next = body["next_grant"].as_str().expect("a next grant");
+    let next = body["next_grant"]
+        .as_str()
+        .expect("a next grant")
+        .to_string();
     assert!(next.starts_with("dsb_") && next != grant);
 
-    // Used: worth nothing now, as are made-up and missing grants.
+    // A build that lost the answer tries again at once: that works...
+    let (status, body) = exchange(Some(&grant)).await;
+    assert_eq!(status, 200, "a retry right after the first use: {body}");
+    // ...but not a while later (someone else holds a copy), nor made-up or no grants.
+    used_ago(&grant, 120).await;
     for (grant, why) in [
-        (Some(grant.as_str()), "a used grant"),
+        (Some(grant.as_str()), "a grant used two minutes ago"),
         (Some("dsb_made-up"), "an unknown grant"),
         (None, "no grant"),
     ] {
@@ -67,33 +95,65 @@ async fn a_grant_is_good_once_and_a_running_build_can_renew_its_credentials() {
     }
 
     // The builder's provider renews along the chain (forced here on every use).
-    let provider = GrantCredentials::with_refresh_before(
-        &format!("http://127.0.0.1:{}", platform().api_port),
-        next,
-        Duration::from_secs(24 * 3600),
-    );
-    for round in 0..3 {
-        let credentials = provider.get().await.unwrap_or_else(|e| {
-            panic!("renewal {round} failed: {e:?}");
-        });
+    let api_url = format!("http://127.0.0.1:{}", platform().api_port);
+    let provider =
+        GrantCredentials::with_refresh_before(&api_url, &next, Duration::from_secs(24 * 3600));
+    for round in 1..=3 {
+        let credentials = provider
+            .get()
+            .await
+            .unwrap_or_else(|e| panic!("renewal {round} failed: {e:?}"));
         assert_eq!(credentials.access_key_id(), platform().s3.access_key);
         assert!(credentials.expiry().is_some(), "handed out for an hour");
+        assert_eq!(provider.exchanges(), round);
     }
-    // The provider went along the chain: the grant it started with is used up.
-    let (status, _) = exchange(Some(next)).await;
-    assert_eq!(status, 401, "the provider's first grant was exchanged");
 
-    // Once the build has ended it gets nothing more.
+    // Once the build has ended it gets nothing new; what it has stays usable until
+    // it expires (it cannot be taken back).
     let reply = api
         .post(&format!("/v1/deployments/{id}/cancel"), Value::Null)
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
-    let error = provider.get().await.expect_err("an ended build is refused");
-    let message = format!("{error:?}");
+    let error = provider
+        .renew()
+        .await
+        .expect_err("an ended build is refused");
     assert!(
-        message.contains("refused the build grant"),
-        "the builder says why: {message}"
+        matches!(&error, ExchangeError::Refused { .. }),
+        "the builder says why: {error}"
     );
+    assert!(
+        provider.get().await.is_ok(),
+        "the current credentials are kept"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_build_renews_its_credentials_before_they_expire() {
+    let api = Api::new_account("grants-idle").await;
+    let id = start_slow_build(&api, "grant idle", 400, 30, 1).await;
+    let grant = grant_for(&id, 60).await;
+    // Due for renewal two seconds after each exchange (credentials last an hour).
+    let provider = GrantCredentials::with_refresh_before(
+        &format!("http://127.0.0.1:{}", platform().api_port),
+        &grant,
+        Duration::from_secs(3600 - 2),
+    );
+    provider.get().await.expect("first exchange");
+    provider.renew_in_background();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while provider.exchanges() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} exchanges in 30 s with nothing asking",
+            provider.exchanges()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let reply = api
+        .post(&format!("/v1/deployments/{id}/cancel"), Value::Null)
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
 }
 
 #[tokio::test]

@@ -1,10 +1,14 @@
 //! The build's credentials: it starts with none, only a one-time grant
 //! (`DEPLOYSPHERE_BUILD_GRANT`), which it exchanges at the API for credentials that
 //! reach its own deployment's objects (and, on AWS, the log topics), plus the next
-//! grant. Before those credentials expire the next grant fetches fresh ones, so a
-//! build may run longer than one credential lifetime. Nothing secret travels in the
-//! task's launch parameters: a grant is worth nothing once used.
+//! grant. Before those credentials expire the next grant fetches fresh ones (in the
+//! background, whether or not anything asks), so a build may run longer than one
+//! credential lifetime. The launch parameters carry only the first grant, which is
+//! exchanged before any user command runs; after that it is worth nothing.
 
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
@@ -12,23 +16,52 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
 use deploysphere_core::BuildCredentials;
 
-/// Credentials with less than this left are replaced before use.
-pub const REFRESH_BEFORE: Duration = Duration::from_secs(5 * 60);
+/// Credentials with less than this left are renewed.
+pub const REFRESH_BEFORE: Duration = Duration::from_secs(10 * 60);
+/// Attempts of one exchange (the API accepts a used grant again for a minute).
+const ATTEMPTS: u32 = 4;
+/// One exchange request; the SDK's credentials cache waits about 20 s in all.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 
-#[derive(Debug)]
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The API was unreachable or failed: trying again may work.
+    #[error("exchanging the build grant at {url}: {message}")]
+    Unavailable { url: String, message: String },
+    /// The API refused the grant (used, expired, or the build has ended): final.
+    #[error("the API refused the build grant ({status}): {message}")]
+    Refused { status: u16, message: String },
+}
+
+/// The build's credentials provider; clones share one grant chain.
+#[derive(Clone)]
 pub struct GrantCredentials {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     /// `http(s)://host[:port]` of the platform's API.
     api_url: String,
     client: reqwest::Client,
     refresh_before: Duration,
     state: tokio::sync::Mutex<State>,
+    exchanges: AtomicU64,
 }
 
-#[derive(Debug)]
 struct State {
     /// The grant for the next exchange.
     grant: String,
     current: Option<Credentials>,
+}
+
+impl fmt::Debug for GrantCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrantCredentials")
+            .field("api_url", &self.inner.api_url)
+            .field("exchanges", &self.exchanges())
+            .finish_non_exhaustive()
+    }
 }
 
 impl GrantCredentials {
@@ -36,7 +69,7 @@ impl GrantCredentials {
         GrantCredentials::with_refresh_before(api_url, grant, REFRESH_BEFORE)
     }
 
-    /// As [`GrantCredentials::new`], replacing credentials that have less than
+    /// As [`GrantCredentials::new`], renewing credentials that have less than
     /// `refresh_before` left.
     pub fn with_refresh_before(
         api_url: &str,
@@ -44,39 +77,111 @@ impl GrantCredentials {
         refresh_before: Duration,
     ) -> GrantCredentials {
         GrantCredentials {
-            api_url: api_url.trim_end_matches('/').to_string(),
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap_or_default(),
-            refresh_before,
-            state: tokio::sync::Mutex::new(State {
-                grant: grant.to_string(),
-                current: None,
+            inner: Arc::new(Inner {
+                api_url: api_url.trim_end_matches('/').to_string(),
+                client: reqwest::Client::builder()
+                    .timeout(REQUEST_TIMEOUT)
+                    .build()
+                    .unwrap_or_default(),
+                refresh_before,
+                state: tokio::sync::Mutex::new(State {
+                    grant: grant.to_string(),
+                    current: None,
+                }),
+                exchanges: AtomicU64::new(0),
             }),
         }
     }
 
-    pub fn into_provider(self) -> SharedCredentialsProvider {
-        SharedCredentialsProvider::new(self)
+    pub fn provider(&self) -> SharedCredentialsProvider {
+        SharedCredentialsProvider::new(self.clone())
     }
 
-    /// The current credentials, exchanging the grant when there are none or they are
-    /// about to expire. Callers share one exchange at a time.
-    pub async fn get(&self) -> Result<Credentials, CredentialsError> {
-        let mut state = self.state.lock().await;
-        if let Some(current) = &state.current {
-            let fresh = current
-                .expiry()
-                .is_none_or(|at| at > SystemTime::now() + self.refresh_before);
-            if fresh {
-                return Ok(current.clone());
+    /// Successful exchanges so far.
+    pub fn exchanges(&self) -> u64 {
+        self.inner.exchanges.load(Ordering::Relaxed)
+    }
+
+    /// Renews the credentials `refresh_before` ahead of their expiry from now on,
+    /// whether or not anything asks for them (a build may upload nothing for an
+    /// hour, then need them). Stops when every clone is dropped.
+    pub fn renew_in_background(&self) {
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let this = GrantCredentials { inner };
+                let wait = match this.current().await.and_then(|c| c.expiry()) {
+                    Some(expiry) => expiry
+                        .checked_sub(this.inner.refresh_before)
+                        .and_then(|due| due.duration_since(SystemTime::now()).ok())
+                        .unwrap_or(Duration::ZERO),
+                    // Nothing to renew yet, or keys that never expire.
+                    None => Duration::from_secs(30),
+                };
+                drop(this);
+                tokio::time::sleep(wait.max(Duration::from_secs(1))).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let this = GrantCredentials { inner };
+                if this.current().await.is_some()
+                    && let Err(e) = this.get().await
+                {
+                    tracing::warn!("renewing the build's credentials failed: {e:?}");
+                    drop(this);
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
             }
+        });
+    }
+
+    async fn current(&self) -> Option<Credentials> {
+        self.inner.state.lock().await.current.clone()
+    }
+
+    /// The current credentials, renewed when there are none or they have less than
+    /// `refresh_before` left. When a renewal fails, credentials that are still valid
+    /// are returned (the next call tries again). Callers share one exchange.
+    pub async fn get(&self) -> Result<Credentials, CredentialsError> {
+        let mut state = self.inner.state.lock().await;
+        let now = SystemTime::now();
+        if let Some(current) = &state.current
+            && current
+                .expiry()
+                .is_none_or(|at| at > now + self.inner.refresh_before)
+        {
+            return Ok(current.clone());
         }
-        let issued = self
-            .exchange(&state.grant)
-            .await
-            .map_err(CredentialsError::provider_error)?;
+        match self.exchange_with_retries(&mut state).await {
+            Ok(credentials) => Ok(credentials),
+            Err(e) => match &state.current {
+                Some(current) if current.expiry().is_some_and(|at| at > now) => {
+                    tracing::warn!("{e}; the current credentials are still valid");
+                    Ok(current.clone())
+                }
+                _ => Err(CredentialsError::provider_error(e)),
+            },
+        }
+    }
+
+    /// Exchanges the grant now, whatever the current credentials' age.
+    pub async fn renew(&self) -> Result<Credentials, ExchangeError> {
+        let mut state = self.inner.state.lock().await;
+        self.exchange_with_retries(&mut state).await
+    }
+
+    async fn exchange_with_retries(&self, state: &mut State) -> Result<Credentials, ExchangeError> {
+        let mut attempt = 1;
+        let issued = loop {
+            match self.exchange(&state.grant).await {
+                Ok(issued) => break issued,
+                Err(e @ ExchangeError::Unavailable { .. }) if attempt < ATTEMPTS => {
+                    tracing::warn!("{e}; trying again");
+                    tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let expiry = issued
             .expires_at_ms
             .and_then(|ms| u64::try_from(ms).ok())
@@ -90,33 +195,44 @@ impl GrantCredentials {
         );
         state.grant = issued.next_grant;
         state.current = Some(credentials.clone());
+        self.inner.exchanges.fetch_add(1, Ordering::Relaxed);
         Ok(credentials)
     }
 
-    async fn exchange(&self, grant: &str) -> Result<BuildCredentials, String> {
-        let url = format!("{}/v1/build-credentials", self.api_url);
+    async fn exchange(&self, grant: &str) -> Result<BuildCredentials, ExchangeError> {
+        let url = format!("{}/v1/build-credentials", self.inner.api_url);
+        let unavailable = |message: String| ExchangeError::Unavailable {
+            url: url.clone(),
+            message,
+        };
         let response = self
+            .inner
             .client
             .post(&url)
             .bearer_auth(grant)
             .send()
             .await
-            .map_err(|e| format!("exchanging the build grant at {url}: {e}"))?;
+            .map_err(|e| unavailable(e.to_string()))?;
         let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            let message = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                .unwrap_or(body);
-            return Err(format!(
-                "the API refused the build grant ({status}): {message}"
-            ));
+        if status.is_success() {
+            return response
+                .json()
+                .await
+                .map_err(|e| unavailable(format!("the answer is not valid: {e}")));
         }
-        response
-            .json()
-            .await
-            .map_err(|e| format!("the API's build credentials are not valid: {e}"))
+        let body = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or(body);
+        if status.is_server_error() || status.as_u16() == 429 {
+            Err(unavailable(format!("{status}: {message}")))
+        } else {
+            Err(ExchangeError::Refused {
+                status: status.as_u16(),
+                message,
+            })
+        }
     }
 }
 

@@ -47,6 +47,11 @@ fn redis_url() -> Option<String> {
 }
 
 fn config() -> anyhow::Result<BuilderConfig> {
+    let credentials = GrantCredentials::new(
+        &env("DEPLOYSPHERE_API_URL")?,
+        &env("DEPLOYSPHERE_BUILD_GRANT")?,
+    );
+    credentials.renew_in_background();
     let config = BuilderConfig {
         kafka: KafkaSettings::from_vars(|name| std::env::var(name).ok())
             .map_err(anyhow::Error::msg)?,
@@ -58,11 +63,7 @@ fn config() -> anyhow::Result<BuilderConfig> {
             secret_key: String::new(),
             session_token: None,
         },
-        credentials: GrantCredentials::new(
-            &env("DEPLOYSPHERE_API_URL")?,
-            &env("DEPLOYSPHERE_BUILD_GRANT")?,
-        )
-        .into_provider(),
+        credentials: credentials.provider(),
         redis_url: redis_url(),
         work_dir: PathBuf::from(
             std::env::var("DEPLOYSPHERE_WORK_DIR")

@@ -14,6 +14,9 @@ use tokio::io::BufReader;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+/// Where the sandbox helpers (`nsenter`, `ip`, `slirp4netns`) are found.
+const HELPER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The unprivileged host uid/gid that runs the sandbox when the builder runs as root.
 pub const SANDBOX_UID: u32 = 65534;
 
@@ -598,7 +601,10 @@ pub const BLOCKED_RANGES: &[&str] = &[
 /// nothing on the host's networks.
 async fn restrict_egress(child_pid: i64) -> anyhow::Result<()> {
     use tokio::io::AsyncWriteExt;
+    // Helpers get no environment of ours (it holds the Redis token, say).
     let mut ip = Command::new("nsenter")
+        .env_clear()
+        .env("PATH", HELPER_PATH)
         .arg(format!("--net=/proc/{child_pid}/ns/net"))
         .args(["ip", "-batch", "-"])
         .stdin(Stdio::piped())
@@ -645,6 +651,7 @@ async fn start_slirp(child_pid: i64) -> anyhow::Result<Child> {
     let (ready_read, ready_write) = pipe()?;
     let ready_fd = ready_write.as_raw_fd();
     let mut cmd = Command::new("slirp4netns");
+    cmd.env_clear().env("PATH", HELPER_PATH);
     cmd.args([
         "--configure",
         "--mtu=65520",

@@ -387,11 +387,14 @@ impl MskIamSigner {
         });
         let credentials = receiver
             .recv_timeout(CREDENTIALS_TIMEOUT)
-            .map_err(|_| {
-                SigningError(format!(
+            .map_err(|e| match e {
+                std::sync::mpsc::RecvTimeoutError::Timeout => SigningError(format!(
                     "no AWS credentials within {} s",
                     CREDENTIALS_TIMEOUT.as_secs()
-                ))
+                )),
+                std::sync::mpsc::RecvTimeoutError::Disconnected => {
+                    SigningError("the credentials provider panicked".into())
+                }
             })?
             .map_err(|e| SigningError(format!("no AWS credentials: {e}")))?;
         self.remember(&credentials);

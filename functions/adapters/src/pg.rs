@@ -255,6 +255,16 @@ pub struct Db {
     pub pool: Pool,
 }
 
+/// What a presented build grant is good for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantUse {
+    /// Unused, or used moments ago (a retry): exchange it.
+    Good,
+    Expired,
+    /// Used a while ago: someone else holds a copy of it.
+    UsedBefore,
+}
+
 impl Db {
     pub fn new(pool: Pool) -> Self {
         Db { pool }
@@ -581,17 +591,32 @@ impl Db {
         Ok(())
     }
 
-    /// Uses up a build grant: the deployment it was for, if it existed and had not
-    /// expired. A grant works once, whatever the answer.
-    pub async fn redeem_build_grant(&self, token_hash: &str) -> DbResult<Option<Uuid>> {
+    /// Uses a build grant: the deployment it was for and whether it may be used now.
+    /// A grant is good until it expires and, once used, for `retry_s` seconds more
+    /// (the same build trying again after an answer it never got).
+    pub async fn redeem_build_grant(
+        &self,
+        token_hash: &str,
+        retry_s: i64,
+    ) -> DbResult<Option<(Uuid, GrantUse)>> {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "DELETE FROM build_grants WHERE token_hash = $1 RETURNING deployment_id, expires_at > now()",
-                &[&token_hash],
+                "WITH before AS (SELECT deployment_id, expires_at, used_at FROM build_grants WHERE token_hash = $1 FOR UPDATE) \
+                 UPDATE build_grants g SET used_at = COALESCE(g.used_at, now()) FROM before WHERE g.token_hash = $1 \
+                 RETURNING before.deployment_id, before.expires_at > now(), \
+                   before.used_at IS NULL OR before.used_at > now() - make_interval(secs => $2::bigint)",
+                &[&token_hash, &retry_s],
             )
             .await?;
-        Ok(row.and_then(|row| row.get::<_, bool>(1).then(|| row.get(0))))
+        Ok(row.map(|row| {
+            let usable = match (row.get::<_, bool>(1), row.get::<_, bool>(2)) {
+                (false, _) => GrantUse::Expired,
+                (true, false) => GrantUse::UsedBefore,
+                (true, true) => GrantUse::Good,
+            };
+            (row.get(0), usable)
+        }))
     }
 
     /// Drops every grant of a deployment (its build ended), and expired ones.

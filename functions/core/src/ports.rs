@@ -29,7 +29,7 @@ pub trait Launcher: Send + Sync {
 /// What a build gets for its grant (`POST /v1/build-credentials`): credentials for
 /// its own objects, and the next grant, which fetches fresh credentials before these
 /// expire. A grant works once; a build that has ended gets nothing.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BuildCredentials {
     pub access_key_id: String,
     pub secret_access_key: String,
@@ -39,4 +39,21 @@ pub struct BuildCredentials {
     /// The grant for the next exchange (empty from a launcher; the API sets it).
     #[serde(default)]
     pub next_grant: String,
+}
+
+/// Names the key and the expiry; the secret, session token and next grant stay out of
+/// logs.
+impl std::fmt::Debug for BuildCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"** redacted **")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "** redacted **"),
+            )
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("next_grant", &"** redacted **")
+            .finish()
+    }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use deploysphere_adapters::pg::{Db, DbError, Deployment, StateChange};
+use deploysphere_adapters::pg::{Db, DbError, Deployment, GrantUse, StateChange};
 use deploysphere_adapters::s3::ObjectStore;
 use deploysphere_core::{
     BuildCredentials, BuildEvent, BuildEventKind, BuildSpec, DeploymentState, Launcher, Limits,
@@ -39,8 +39,11 @@ pub enum GrantError {
 }
 
 /// How long a build task has to start and exchange its first grant (Fargate may pull
-/// a large image first).
-const FIRST_GRANT_SECONDS: i64 = 3600;
+/// a large image first). Until then the grant is as good as the credentials.
+const FIRST_GRANT_SECONDS: i64 = 20 * 60;
+/// How long a used grant still works: the build trying again after an answer it did
+/// not get (a lost connection, a failure on this side).
+const GRANT_RETRY_SECONDS: i64 = 60;
 /// How long a next grant outlives the credentials it came with.
 const GRANT_MARGIN_SECONDS: i64 = 600;
 
@@ -214,14 +217,27 @@ impl Deployments {
     }
 
     /// Exchanges a build's grant for credentials of its own deployment and the next
-    /// grant. The grant is used up either way; a build that has ended gets nothing.
+    /// grant. A grant works until a short while after its first use (so that a build
+    /// that lost the answer, or met a failure here, can try again); a build that has
+    /// ended gets nothing new.
     pub async fn exchange_build_grant(&self, grant: &str) -> Result<BuildCredentials, GrantError> {
-        let id = self
+        let (id, usable) = self
             .db
-            .redeem_build_grant(&deploysphere_adapters::hash_token(grant))
+            .redeem_build_grant(
+                &deploysphere_adapters::hash_token(grant),
+                GRANT_RETRY_SECONDS,
+            )
             .await
             .map_err(|e| GrantError::Unavailable(e.to_string()))?
             .ok_or(GrantError::Invalid)?;
+        match usable {
+            GrantUse::Good => {}
+            GrantUse::Expired => return Err(GrantError::Invalid),
+            GrantUse::UsedBefore => {
+                warn!(deployment_id = %id, "a build grant was presented again long after its use: someone else holds a copy");
+                return Err(GrantError::Invalid);
+            }
+        }
         let deployment = self
             .db
             .deployment(id)
@@ -415,6 +431,7 @@ impl Deployments {
                 .await
             {
                 let _ = self.launcher.cancel(&id.to_string()).await;
+                self.build_ended(&id.to_string()).await;
                 failed += 1;
             }
         }
@@ -476,8 +493,13 @@ impl Deployments {
                 env: project.env.clone(),
                 limits,
             };
-            let grant = self.new_build_grant(id, FIRST_GRANT_SECONDS).await?;
-            match self.launcher.launch(spec, &grant).await {
+            let started = match self.new_build_grant(id, FIRST_GRANT_SECONDS).await {
+                Ok(grant) => self.launcher.launch(spec, &grant).await,
+                Err(e) => Err(deploysphere_core::LaunchError(format!(
+                    "no grant for the build: {e}"
+                ))),
+            };
+            match started {
                 Ok(()) => {
                     info!(deployment_id = %id, "build task launched");
                     launched += 1;
@@ -502,6 +524,7 @@ impl Deployments {
                         Ok(_) | Err(EventError::Transition(_)) => {}
                         Err(e) => return Err(e),
                     }
+                    self.build_ended(&id.to_string()).await;
                 }
             }
         }
