@@ -65,6 +65,9 @@ pub fn platform() -> &'static Platform {
     PLATFORM.get_or_init(start)
 }
 
+/// Starts the platform. The ports are picked free but released before the platform
+/// binds them, so another process can take one in between: a platform that exits
+/// while starting is started again on new ports (twice at most).
 fn start() -> Platform {
     let bin = target_dir().join("deploysphere");
     assert!(
@@ -72,13 +75,30 @@ fn start() -> Platform {
         "build the binaries first (`cargo build --workspace`, as `make test` does): {} is missing",
         bin.display()
     );
+    let mut attempt = 1;
+    loop {
+        match start_once(&bin) {
+            Ok(platform) => return platform,
+            Err(log) if attempt < 3 => {
+                eprintln!(
+                    "[platform] exited while starting (attempt {attempt}), trying new ports; its log:\n{log}"
+                );
+                attempt += 1;
+            }
+            Err(log) => panic!("the platform did not start ({attempt} attempts); its log:\n{log}"),
+        }
+    }
+}
+
+/// One start; the platform's log when it exits before it is ready.
+fn start_once(bin: &Path) -> Result<Platform, String> {
     let dir = tempfile::Builder::new()
         .prefix("deploysphere-e2e-")
         .tempdir_in("/tmp")
         .expect("temp dir");
     let home = dir.path().join("home");
     let ports: Vec<u16> = (0..9).map(|_| free_port()).collect();
-    let mut child = Command::new(&bin)
+    let mut child = Command::new(bin)
         .arg("dev")
         .arg("--home")
         .arg(&home)
@@ -117,10 +137,18 @@ fn start() -> Platform {
             }
         }
     });
-    if rx.recv_timeout(Duration::from_secs(180)).is_err() {
+    if let Err(waited) = rx.recv_timeout(Duration::from_secs(180)) {
+        let log = || std::fs::read_to_string(dir.path().join("platform.log")).unwrap_or_default();
+        if waited == std::sync::mpsc::RecvTimeoutError::Disconnected {
+            // It exited: wait for its last words.
+            let status = child.wait();
+            return Err(format!("(exit: {status:?})\n{}", log()));
+        }
         let status = child.try_wait();
-        let log = std::fs::read_to_string(dir.path().join("platform.log")).unwrap_or_default();
-        panic!("the platform did not start within 180 s (process: {status:?}); its log:\n{log}");
+        panic!(
+            "the platform did not start within 180 s (process: {status:?}); its log:\n{}",
+            log()
+        );
     }
     let info: Value =
         serde_json::from_slice(&std::fs::read(home.join("platform.json")).expect("platform.json"))
@@ -133,7 +161,7 @@ fn start() -> Platform {
         secret_key: info["s3"]["secret_key"].as_str().unwrap_or_default().into(),
         session_token: None,
     };
-    Platform {
+    Ok(Platform {
         api: format!("http://127.0.0.1:{}", ports[0]),
         router_port: ports[1],
         postgres_port: ports[2],
@@ -154,7 +182,7 @@ fn start() -> Platform {
         _stdin: Mutex::new(stdin),
         _child: Mutex::new(child),
         _dir: dir,
-    }
+    })
 }
 
 /// A response: status and JSON body (Null when the body is not JSON).
