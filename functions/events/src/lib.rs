@@ -193,7 +193,7 @@ impl Deployments {
     /// Cleans up after a build that ended: its grants (so it gets no fresh
     /// credentials) and the spec the launcher left for it (it holds the project's
     /// secrets; a leftover expires with `staging/` anyway).
-    async fn build_ended(&self, deployment_id: &str) {
+    pub async fn build_ended(&self, deployment_id: &str) {
         if let Ok(id) = Uuid::parse_str(deployment_id)
             && let Err(e) = self.db.forget_build_grants(id).await
         {

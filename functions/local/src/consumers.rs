@@ -26,12 +26,16 @@ use crate::services::{Service, start_kafka};
 /// port with its topics, and fresh consumers read the new log from its start. Lines
 /// the old broker held are sent again by the builders (they replay their journal
 /// after an outage), and the log store keeps one copy of each line.
+///
+/// When `shutdown` turns true, the consumers and then the broker are stopped (the
+/// broker with SIGINT, as any other server), and it returns `Ok`.
 pub async fn supervise_kafka(
     mut broker: Service,
     logs: PathBuf,
     port: u16,
     deployments: Deployments,
     store: LogStore,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let brokers = format!("127.0.0.1:{port}");
     loop {
@@ -40,6 +44,12 @@ pub async fn supervise_kafka(
             tokio::spawn(build_logs(brokers.clone(), store.clone())),
         ]);
         let status = tokio::select! {
+            // Turned true (the only change), or the platform is gone.
+            _ = shutdown.changed() => {
+                consumers.stop().await;
+                broker.stop().await;
+                return Ok(());
+            }
             status = broker.exited() => status,
             (result, index, _) = futures::future::select_all(consumers.0.iter_mut()) => {
                 let name = ["deployment-events", "build-logs"][index];

@@ -352,6 +352,7 @@ async fn run(
                 None,
             )
             .await;
+        deployments.build_ended(&id.to_string()).await;
     }
 
     let token = admin_token(&db, home).await?;
@@ -404,12 +405,14 @@ async fn run(
         .fallback(sites::serve_site)
         .with_state(sites);
     let router = tokio::spawn(async move { axum::serve(router_listener, site_router).await });
+    let (stop_kafka, kafka_shutdown) = tokio::sync::watch::channel(false);
     let kafka_task = tokio::spawn(consumers::supervise_kafka(
         kafka,
         logs.to_path_buf(),
         args.kafka_port,
         deployments.clone(),
         log_store.clone(),
+        kafka_shutdown,
     ));
     let stopped_task = {
         let deployments = deployments.clone();
@@ -501,7 +504,15 @@ async fn run(
     // Stop our own parts before the servers they talk to.
     api.abort();
     router.abort();
-    kafka_task.abort();
+    // The broker stops as the other servers do (SIGINT), after its consumers.
+    let _ = stop_kafka.send(true);
+    if !kafka_task.is_finished()
+        && tokio::time::timeout(std::time::Duration::from_secs(12), &mut kafka_task)
+            .await
+            .is_err()
+    {
+        kafka_task.abort();
+    }
     s3_task.abort();
     ws_task.abort();
     relay_task.abort();
