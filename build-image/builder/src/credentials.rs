@@ -123,10 +123,9 @@ impl GrantCredentials {
                 tokio::time::sleep(wait.max(Duration::from_secs(1))).await;
                 let Some(inner) = weak.upgrade() else { return };
                 let this = GrantCredentials { inner };
-                if this.current().await.is_some()
-                    && let Err(e) = this.get().await
-                {
-                    tracing::warn!("renewing the build's credentials failed: {e:?}");
+                if let Err(e) = this.renew_if_due().await {
+                    // The current credentials may still serve a while; try again later.
+                    tracing::warn!("renewing the build's credentials failed: {e}");
                     drop(this);
                     tokio::time::sleep(Duration::from_secs(30)).await;
                 }
@@ -161,6 +160,20 @@ impl GrantCredentials {
                 _ => Err(CredentialsError::provider_error(e)),
             },
         }
+    }
+
+    /// Renews when the current credentials have less than `refresh_before` left.
+    async fn renew_if_due(&self) -> Result<(), ExchangeError> {
+        let mut state = self.inner.state.lock().await;
+        let due = state
+            .current
+            .as_ref()
+            .and_then(Credentials::expiry)
+            .is_some_and(|at| at <= SystemTime::now() + self.inner.refresh_before);
+        if due {
+            self.exchange_with_retries(&mut state).await?;
+        }
+        Ok(())
     }
 
     /// Exchanges the grant now, whatever the current credentials' age.
