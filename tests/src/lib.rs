@@ -442,14 +442,18 @@ pub async fn wait_served(host: &str, path: &str, needle: &str) -> Page {
     }
 }
 
-/// A small pool on the platform's Postgres.
-pub fn db() -> deploysphere_adapters::pg::Db {
-    let url = format!(
+/// The platform's Postgres database.
+pub fn postgres_url() -> String {
+    format!(
         "postgres://postgres@127.0.0.1:{}/deploysphere",
         platform().postgres_port
-    );
+    )
+}
+
+/// A small pool on the platform's Postgres.
+pub fn db() -> deploysphere_adapters::pg::Db {
     deploysphere_adapters::pg::Db::new(
-        deploysphere_adapters::pg::connect(&url, 2).expect("postgres"),
+        deploysphere_adapters::pg::connect(&postgres_url(), 2).expect("postgres"),
     )
 }
 

@@ -42,11 +42,7 @@ async fn exchange(grant: Option<&str>) -> (u16, Value) {
 
 /// Moves a grant's first use `seconds` into the past.
 async fn used_ago(grant: &str, seconds: i64) {
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{}/deploysphere",
-        platform().postgres_port
-    );
-    let pool = deploysphere_adapters::pg::connect(&url, 1).unwrap();
+    let pool = deploysphere_adapters::pg::connect(&postgres_url(), 1).unwrap();
     let updated = pool
         .get()
         .await

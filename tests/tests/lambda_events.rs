@@ -26,13 +26,7 @@ fn fixture(name: &str, token: &str) -> String {
 fn settings() -> Settings {
     let p = platform();
     let vars: HashMap<String, String> = [
-        (
-            "DEPLOYSPHERE_DATABASE_URL",
-            format!(
-                "postgres://postgres@127.0.0.1:{}/deploysphere",
-                p.postgres_port
-            ),
-        ),
+        ("DEPLOYSPHERE_DATABASE_URL", postgres_url()),
         ("DEPLOYSPHERE_CLICKHOUSE_URL", p.clickhouse_url.clone()),
         ("DEPLOYSPHERE_REDIS_URL", p.redis_url.clone()),
         ("DEPLOYSPHERE_ECS_CLUSTER", "deploysphere".into()),

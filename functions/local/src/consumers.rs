@@ -70,18 +70,22 @@ pub async fn supervise_kafka(
                 }
             }
         };
-        if let Err(e) = create_topics(
-            &KafkaSettings::plaintext(&brokers),
-            &KafkaContext::without_signer(),
-            1,
-            1,
-        )
-        .await
-        {
+        if let Err(e) = create_local_topics(&brokers).await {
             error!(error = %e, "creating the kafka topics again failed");
         }
         warn!("the kafka broker is back");
     }
+}
+
+/// The platform's topics on the local broker: one partition, one replica.
+pub async fn create_local_topics(brokers: &str) -> anyhow::Result<()> {
+    create_topics(
+        &KafkaSettings::plaintext(brokers),
+        &KafkaContext::without_signer(),
+        1,
+        1,
+    )
+    .await
 }
 
 /// Aborts its tasks when dropped.

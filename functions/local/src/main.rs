@@ -253,14 +253,9 @@ async fn run(
         Err(e) => return Err(anyhow::anyhow!("setting the log retention failed: {e}")),
     }
     let brokers = format!("127.0.0.1:{}", args.kafka_port);
-    deploysphere_adapters::kafka::create_topics(
-        &deploysphere_adapters::kafka::KafkaSettings::plaintext(&brokers),
-        &deploysphere_adapters::kafka::KafkaContext::without_signer(),
-        1,
-        1,
-    )
-    .await
-    .context("creating the kafka topics failed")?;
+    consumers::create_local_topics(&brokers)
+        .await
+        .context("creating the kafka topics failed")?;
 
     let s3_secret = local_secret(home, "s3-secret")?;
     let s3_listener = bind("s3", args.s3_port).await?;
