@@ -133,9 +133,7 @@ async fn admin_token(db: &Db, home: &Path) -> anyhow::Result<String> {
     let token = new_token();
     db.create_account("admin", true, &hash_token(&token))
         .await?;
-    std::fs::write(&path, format!("{token}\n"))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    write_private(&path, format!("{token}\n").as_bytes())?;
     Ok(token)
 }
 
@@ -146,10 +144,43 @@ fn local_secret(home: &Path, name: &str) -> anyhow::Result<String> {
         return Ok(secret.trim().to_string());
     }
     let secret = new_token();
-    std::fs::write(&path, &secret)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    write_private(&path, secret.as_bytes())?;
     Ok(secret)
+}
+
+/// Writes a file only its owner can read, mode 0600 from its creation (never readable
+/// by others in between); a file that was there with a wider mode is narrowed before
+/// anything is written into it.
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents)?;
+    Ok(())
+}
+
+/// Creates the data folder for its owner alone (0700). A folder from an older version
+/// that holds the Postgres cluster stays traversable (0711) for the `postgres` user,
+/// without letting anyone list it; its secrets are 0600 either way.
+fn create_home(home: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(home)
+        .with_context(|| format!("cannot create {}", home.display()))?;
+    let legacy_postgres = home.join("postgres").join("PG_VERSION").exists();
+    let mode = if legacy_postgres { 0o711 } else { 0o700 };
+    std::fs::set_permissions(home, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot restrict {}", home.display()))?;
+    Ok(())
 }
 
 async fn bind(name: &str, port: u16) -> anyhow::Result<TcpListener> {
@@ -161,8 +192,7 @@ async fn bind(name: &str, port: u16) -> anyhow::Result<TcpListener> {
 }
 
 async fn dev(args: DevArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.home)
-        .with_context(|| format!("cannot create {}", args.home.display()))?;
+    create_home(&args.home)?;
     let home = args.home.canonicalize()?;
     let logs = home.join("logs");
     std::fs::create_dir_all(&logs)?;
@@ -181,8 +211,12 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     futures::future::join_all(started.into_iter().map(services::Service::stop)).await;
     if args.ephemeral {
         let postgres = services::postgres_dir(&home);
+        let builds = services::builds_dir(&home);
         let _ = std::fs::remove_dir_all(&home);
         let _ = std::fs::remove_dir_all(postgres);
+        if let Ok(builds) = builds {
+            let _ = std::fs::remove_dir_all(builds);
+        }
     }
     result
 }
@@ -308,7 +342,10 @@ async fn run(
         ),
         (
             "DEPLOYSPHERE_WORK_DIR".to_string(),
-            home.join("builds").display().to_string(),
+            services::builds_dir(home)
+                .context("cannot create the builds folder")?
+                .display()
+                .to_string(),
         ),
         (
             "DEPLOYSPHERE_ALLOW_LOCAL_SOURCES".to_string(),
@@ -445,9 +482,9 @@ async fn run(
         "clickhouse_url": clickhouse_url,
         "s3": {"endpoint": s3_config.endpoint, "bucket": S3_BUCKET, "access_key": S3_ACCESS_KEY, "secret_key": s3_secret},
     });
-    std::fs::write(
-        home.join("platform.json"),
-        serde_json::to_vec_pretty(&platform)?,
+    write_private(
+        &home.join("platform.json"),
+        &serde_json::to_vec_pretty(&platform)?,
     )?;
     println!(
         "\nDeploySphere is running (started in {:.1} s; data in {})\n\n  API          http://127.0.0.1:{}\n  Live logs    ws://127.0.0.1:{}/?token=<token>\n  Sites        http://<project-slug>.{}:{}\n  Admin token  {}\n               (also in {})\n\n  Postgres     {}\n  Redis        redis://127.0.0.1:{}\n  Kafka        {} (tansu)\n  ClickHouse   {}\n  S3           http://127.0.0.1:{} (bucket {})\n\nPress Ctrl-C to stop.",

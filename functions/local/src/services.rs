@@ -213,14 +213,40 @@ pub fn postgres_dir(home: &Path) -> PathBuf {
     if reachable {
         preferred
     } else {
-        let tag: String = home
-            .display()
-            .to_string()
-            .bytes()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>();
-        PathBuf::from("/var/tmp/deploysphere-postgres").join(&tag[tag.len().saturating_sub(48)..])
+        beside_home(home, "postgres")
     }
+}
+
+/// The builds' work folders. The sandbox's uid must reach each checkout, and the home
+/// folder is its owner's alone, so as root they live in a folder of their own under
+/// /var/tmp (named after the home folder) that others may traverse but not list.
+pub fn builds_dir(home: &Path) -> std::io::Result<PathBuf> {
+    if !is_root() {
+        return Ok(home.join("builds"));
+    }
+    let dir = beside_home(home, "builds");
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
+    if let Some(parent) = dir.parent() {
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))?;
+    }
+    Ok(dir)
+}
+
+/// `/var/tmp/deploysphere-<what>/<the home folder's path, hex, last 48 digits>`.
+fn beside_home(home: &Path, what: &str) -> PathBuf {
+    let tag: String = home
+        .display()
+        .to_string()
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    PathBuf::from(format!("/var/tmp/deploysphere-{what}"))
+        .join(&tag[tag.len().saturating_sub(48)..])
 }
 
 pub async fn start_postgres(dir: &Path, logs: &Path, port: u16) -> anyhow::Result<Service> {
