@@ -185,6 +185,29 @@ fn start_once(bin: &Path) -> Result<Platform, String> {
     })
 }
 
+/// Every process's command line, its arguments joined by spaces, as any local user
+/// can read them in `/proc/<pid>/cmdline`.
+pub fn command_lines() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|raw| {
+            String::from_utf8_lossy(&raw)
+                .trim_end_matches('\0')
+                .replace('\0', " ")
+        })
+        .collect()
+}
+
 /// A response: status and JSON body (Null when the body is not JSON).
 #[derive(Debug)]
 pub struct Reply {

@@ -489,25 +489,7 @@ async fn cancel_kills_every_process_of_the_build() {
 }
 
 fn count_processes(cmdline: &str) -> usize {
-    let needle = cmdline.replace(' ', "\0");
-    std::fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .bytes()
-                        .all(|b| b.is_ascii_digit())
-                })
-                .filter(|e| {
-                    std::fs::read(e.path().join("cmdline"))
-                        .map(|c| String::from_utf8_lossy(&c).trim_end_matches('\0') == needle)
-                        .unwrap_or(false)
-                })
-                .count()
-        })
-        .unwrap_or(0)
+    command_lines().iter().filter(|c| *c == cmdline).count()
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use rdkafka::producer::Producer;
 
 use deploysphere_adapters::kafka::{BUILD_LOGS, DEPLOYMENT_EVENTS, KafkaContext, KafkaSettings};
 use deploysphere_adapters::now_ms;
-use deploysphere_core::logs::{mask_secrets, truncate_message};
+use deploysphere_core::logs::{SecretMasker, truncate_message};
 use deploysphere_core::{BuildEvent, BuildEventKind, LogLine, LogStream};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -37,7 +37,7 @@ pub struct Reporter {
     context: KafkaContext,
     deployment_id: String,
     project_id: String,
-    secrets: Vec<String>,
+    secrets: SecretMasker,
     next_seq: u64,
     /// Delivery reports of queued lines, oldest first.
     pending: VecDeque<DeliveryFuture>,
@@ -79,20 +79,26 @@ impl Reporter {
             .set("queue.buffering.max.messages", "200000")
             .create_with_context(context.clone())?;
         let journal_path = work_dir.join("log-journal.jsonl");
-        let journal = std::fs::File::create(&journal_path)
-            .map(std::io::BufWriter::new)
-            .map_err(|e| {
-                eprintln!(
-                    "[builder] no log journal ({e}): lines the broker loses cannot be sent again"
-                )
-            })
-            .ok();
+        // The journal holds the build's log: the builder's alone (0600).
+        let journal = std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+            0o600,
+        )
+        .open(&journal_path)
+        .map(std::io::BufWriter::new)
+        .map_err(|e| {
+            eprintln!("[builder] no log journal ({e}): lines the broker loses cannot be sent again")
+        })
+        .ok();
         Ok(Reporter {
             producer,
             context,
             deployment_id: deployment_id.to_string(),
             project_id: project_id.to_string(),
-            secrets,
+            secrets: SecretMasker::new(&secrets),
             next_seq: 1,
             pending: VecDeque::new(),
             failed: 0,
@@ -112,7 +118,7 @@ impl Reporter {
 
     /// `text` with every secret masked.
     pub fn mask(&self, text: &str) -> String {
-        mask_secrets(text, &self.secrets)
+        self.secrets.mask(text)
     }
 
     /// Lines sent so far.
@@ -138,7 +144,7 @@ impl Reporter {
                 return;
             }
         }
-        let message = truncate_message(mask_secrets(message, &self.secrets));
+        let message = truncate_message(self.secrets.mask(message));
         let line = LogLine {
             deployment_id: self.deployment_id.clone(),
             project_id: self.project_id.clone(),

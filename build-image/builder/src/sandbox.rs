@@ -355,6 +355,35 @@ impl Sandbox {
         args
     }
 
+    /// bwrap's options (the environment's values among them) in a memory file for
+    /// `--args`: a command line is readable by every local user in `/proc/<pid>/cmdline`,
+    /// this file only through the sandbox's own fd. (bwrap takes the command itself only
+    /// from its real command line: that is the project's build command, not a secret.)
+    fn args_file(&self, workdir: &str) -> std::io::Result<OwnedFd> {
+        let mut text = Vec::new();
+        for arg in self.bwrap_args(workdir) {
+            if arg.contains('\0') {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a sandbox argument holds a NUL byte",
+                ));
+            }
+            text.extend_from_slice(arg.as_bytes());
+            text.push(0);
+        }
+        // SAFETY: memfd_create takes a NUL-terminated name and flags; the fd is ours.
+        let fd = unsafe { libc::memfd_create(c"bwrap-args".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the fd was just created and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut file = std::fs::File::from(fd);
+        std::io::Write::write_all(&mut file, &text)?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
+        Ok(file.into())
+    }
+
     /// Runs `command` with `sh -c` in `workdir` (a path under [`WORKSPACE`]), sending
     /// each output line to `lines`. Stops everything at `timeout`. Returns how the
     /// command ended and its own run time (sandbox start-up excluded).
@@ -377,8 +406,8 @@ impl Sandbox {
             data_pipes.push(read);
         }
         let oom_kills_before = self.cgroup.as_ref().map_or(0, Cgroup::oom_kills);
-        let mut args = self.bwrap_args(workdir);
-        args.extend(["/bin/sh".into(), "-c".into(), command.into()]);
+        let args_file = self.args_file(workdir)?;
+        let args_fd = DATA_FD_BASE + data_pipes.len();
 
         let mut launcher = String::from("set -e; ");
         if let Some(cgroup) = &self.cgroup {
@@ -397,7 +426,9 @@ impl Sandbox {
                 "--clear-groups",
             ]);
         }
-        cmd.arg("bwrap").args(&args);
+        cmd.arg("bwrap")
+            .args(["--args".to_string(), args_fd.to_string(), "--".into()])
+            .args(["/bin/sh", "-c", command]);
         cmd.env_clear().env("PATH", "/usr/bin:/bin:/usr/sbin:/sbin");
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -406,6 +437,7 @@ impl Sandbox {
         let child_fds: Vec<i32> = [info_write.as_raw_fd(), block_read.as_raw_fd()]
             .into_iter()
             .chain(data_pipes.iter().map(|p| p.as_raw_fd()))
+            .chain([args_file.as_raw_fd()])
             .collect();
         pass_fds(&mut cmd, child_fds);
         let mut child = cmd
@@ -414,6 +446,7 @@ impl Sandbox {
         drop(info_write);
         drop(block_read);
         drop(data_pipes);
+        drop(args_file);
 
         let info = tokio::task::spawn_blocking(move || {
             let mut text = String::new();

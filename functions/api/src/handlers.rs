@@ -151,6 +151,9 @@ pub async fn create_project(
     for (key, var) in &env {
         validate::env_key(key)?;
         validate::env_value(key, &var.value)?;
+        if var.secret {
+            validate::secret_value(key, &var.value)?;
+        }
     }
     let env_bytes: usize = env.iter().map(|(k, v)| k.len() + v.value.len()).sum();
     if env_bytes > validate::MAX_ENV_BYTES {

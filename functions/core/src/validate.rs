@@ -85,6 +85,21 @@ pub fn env_value(key: &str, value: &str) -> Result<(), InputError> {
     Ok(())
 }
 
+/// A secret's value must be long enough to mask: a short one would hide ordinary words
+/// of the log and be guessed from what is left.
+pub fn secret_value(key: &str, value: &str) -> Result<(), InputError> {
+    let min = crate::logs::MIN_SECRET_LEN;
+    if value.chars().count() < min {
+        return Err(InputError::new(
+            format!("env.{key}"),
+            format!(
+                "secret values must be at least {min} characters (a shorter one would mask ordinary words in build logs)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A folder inside the repository: relative, no `..`, no NUL.
 pub fn relative_dir(field: &str, dir: &str) -> Result<(), InputError> {
     let bad = dir.is_empty()
