@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use deploysphere_e2e::*;
 use serde_json::json;
 
-const KEY: &str = "Zx9-k3y.value_77";
+const KEY: &str = "Zx9/k3y value(77)";
 const PEM: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7q1w2e3r4t5y6\n-----END PRIVATE KEY-----";
 
 #[tokio::test]

@@ -66,8 +66,8 @@ pub async fn run(spec: &BuildSpec, config: &BuilderConfig) -> anyhow::Result<boo
     secrets.extend(url_credentials(&spec.git_url));
     let work = config.work_dir.join(&spec.deployment_id);
     // Others may pass through to the checkout (the sandbox's uid must) but not list it.
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o711)
-        .create(&work)?;
+    std::fs::create_dir_all(&work)?;
+    std::fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
     let mut reporter = Reporter::new(
         &config.kafka,
         config.kafka_context()?,

@@ -73,18 +73,20 @@ pub struct SecretMasker {
 impl SecretMasker {
     pub fn new(secrets: &[String]) -> SecretMasker {
         let mut needles = Vec::new();
-        for secret in secrets {
-            let mut plain: Vec<&str> = vec![secret.as_str()];
+        for secret in secrets.iter().filter(|s| !s.is_empty()) {
+            // The value itself, whatever its length (the API refuses short new ones;
+            // older values and URL credentials are masked as they are).
+            needles.push(secret.clone());
+            let mut forms: Vec<&str> = vec![secret.as_str()];
             if secret.contains('\n') {
-                plain.extend(secret.lines().map(|line| line.trim_end_matches('\r')));
+                forms.extend(secret.lines().map(|line| line.trim_end_matches('\r')));
             }
-            for form in plain {
-                if form.trim().len() < MIN_SECRET_LEN {
+            for form in forms {
+                if form.trim().chars().count() < MIN_SECRET_LEN {
                     continue;
                 }
                 needles.push(form.to_string());
-                needles.push(percent_encode(form));
-                needles.push(percent_encode(form).to_ascii_lowercase());
+                needles.extend(percent_encodings(form));
                 // `echo "$SECRET" | base64` encodes the newline too.
                 for bytes in [form.to_string(), format!("{form}\n")] {
                     let encoded = base64(bytes.as_bytes(), STANDARD);
@@ -93,7 +95,8 @@ impl SecretMasker {
                 }
             }
         }
-        needles.retain(|n| n.len() >= MIN_SECRET_LEN);
+        // Encoded forms shorter than the floor would mask ordinary text.
+        needles.retain(|n| !n.is_empty());
         needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         needles.dedup();
         SecretMasker { needles }
@@ -116,17 +119,34 @@ pub fn mask_secrets(message: &str, secrets: &[String]) -> String {
     SecretMasker::new(secrets).mask(message)
 }
 
-/// Every byte outside RFC 3986's unreserved set as `%XX`.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
+/// The percent-encoded forms of `text` that differ from it: every byte outside RFC
+/// 3986's unreserved set as `%XX` (upper- and lower-case hex), as JavaScript's
+/// `encodeURIComponent` writes it (`!'()*` left as they are), and as an HTML form
+/// writes it (a space as `+`).
+fn percent_encodings(text: &str) -> Vec<String> {
+    let encode = |keep: &[u8], space_plus: bool, lower: bool| {
+        let mut out = String::with_capacity(text.len());
+        for byte in text.bytes() {
+            if byte.is_ascii_alphanumeric() || keep.contains(&byte) {
+                out.push(byte as char);
+            } else if byte == b' ' && space_plus {
+                out.push('+');
+            } else if lower {
+                out.push_str(&format!("%{byte:02x}"));
+            } else {
+                out.push_str(&format!("%{byte:02X}"));
+            }
         }
+        out
+    };
+    let mut forms = Vec::new();
+    for lower in [false, true] {
+        forms.push(encode(b"-._~", false, lower));
+        forms.push(encode(b"-._~!'()*", false, lower));
+        forms.push(encode(b"-._*", true, lower));
     }
-    out
+    forms.retain(|form| form != text);
+    forms
 }
 
 const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -207,6 +227,23 @@ mod tests {
         assert_eq!(masker.mask("x cEBzcyB3b3JkLys9P3h5eg y"), "x *** y");
         assert_eq!(masker.mask("q=p%40ss%20word%2F%2B%3D%3Fxyz&"), "q=***&");
         assert_eq!(masker.mask("q=p%40ss%20word%2f%2b%3d%3fxyz"), "q=***");
+        // Capitals stay capitals when only the hex digits are lower-case; JavaScript's
+        // encodeURIComponent keeps `!'()*`; a form writes a space as `+`.
+        let masker = SecretMasker::new(&["Sec ret!(x)/Y".into()]);
+        assert_eq!(masker.mask("Sec%20ret%21%28x%29%2fY"), "***");
+        assert_eq!(masker.mask("Sec%20ret!(x)%2FY"), "***");
+        assert_eq!(masker.mask("Sec+ret%21%28x%29%2FY"), "***");
+    }
+
+    #[test]
+    fn a_short_value_is_masked_whole_but_its_encodings_are_not() {
+        // Values from before the 6-character floor, and URL credentials.
+        let masker = SecretMasker::new(&["tok".into()]);
+        assert_eq!(masker.mask("user:tok@"), "user:***@");
+        assert_eq!(
+            masker.mask("dG9r is tok in base64"),
+            "dG9r is *** in base64"
+        );
     }
 
     #[test]

@@ -89,7 +89,10 @@ pub fn env_value(key: &str, value: &str) -> Result<(), InputError> {
 /// of the log and be guessed from what is left.
 pub fn secret_value(key: &str, value: &str) -> Result<(), InputError> {
     let min = crate::logs::MIN_SECRET_LEN;
-    if value.chars().count() < min {
+    // What the masker matches: the value without surrounding space, or, for a value of
+    // several lines, one of its lines.
+    let longest_line = value.lines().map(|l| l.trim().chars().count()).max();
+    if value.trim().chars().count() < min || longest_line.unwrap_or(0) < min {
         return Err(InputError::new(
             format!("env.{key}"),
             format!(

@@ -127,6 +127,7 @@ async fn admin_token(db: &Db, home: &Path) -> anyhow::Result<String> {
             .await?
             .is_some_and(|a| a.is_admin)
         {
+            narrow_to_owner(&path)?;
             return Ok(token);
         }
     }
@@ -141,6 +142,7 @@ async fn admin_token(db: &Db, home: &Path) -> anyhow::Result<String> {
 fn local_secret(home: &Path, name: &str) -> anyhow::Result<String> {
     let path = home.join(name);
     if let Ok(secret) = std::fs::read_to_string(&path) {
+        narrow_to_owner(&path)?;
         return Ok(secret.trim().to_string());
     }
     let secret = new_token();
@@ -166,6 +168,13 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A file of an older version, written with a wider mode, becomes its owner's alone.
+fn narrow_to_owner(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))
+}
+
 /// Creates the data folder for its owner alone (0700). A folder from an older version
 /// that holds the Postgres cluster stays traversable (0711) for the `postgres` user,
 /// without letting anyone list it; its secrets are 0600 either way.
@@ -176,7 +185,8 @@ fn create_home(home: &Path) -> anyhow::Result<()> {
         .mode(0o700)
         .create(home)
         .with_context(|| format!("cannot create {}", home.display()))?;
-    let legacy_postgres = home.join("postgres").join("PG_VERSION").exists();
+    // As another user than root, Postgres runs as that user and needs nothing more.
+    let legacy_postgres = services::is_root() && home.join("postgres").join("PG_VERSION").exists();
     let mode = if legacy_postgres { 0o711 } else { 0o700 };
     std::fs::set_permissions(home, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot restrict {}", home.display()))?;

@@ -39,7 +39,7 @@ impl Service {
     }
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // SAFETY: geteuid(2) has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
@@ -225,16 +225,34 @@ pub fn builds_dir(home: &Path) -> std::io::Result<PathBuf> {
         return Ok(home.join("builds"));
     }
     let dir = beside_home(home, "builds");
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o711)
-        .create(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
     if let Some(parent) = dir.parent() {
-        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))?;
+        root_owned_dir(parent)?;
     }
+    root_owned_dir(&dir)?;
     Ok(dir)
+}
+
+/// Creates `dir` (0711) in a world-writable parent, or takes the one there only if it
+/// is a real folder of root's: another local user could have made it first, or left a
+/// symlink, to have the builds written where they chose.
+fn root_owned_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o711).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.file_type().is_dir() || meta.uid() != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a folder owned by root (a symlink or another user's); remove it",
+                dir.display()
+            ),
+        ));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
 }
 
 /// `/var/tmp/deploysphere-<what>/<the home folder's path, hex, last 48 digits>`.
