@@ -59,16 +59,24 @@ pub fn manifest_dir() -> PathBuf {
 }
 
 static PLATFORM: OnceLock<Platform> = OnceLock::new();
+static ADMIN_PATHS_PLATFORM: OnceLock<Platform> = OnceLock::new();
 
-/// The platform of this test process, started on first use.
+/// The platform of this test process, started on first use. Its accounts may deploy
+/// the fixture repositories by path (`DEPLOYSPHERE_ALLOW_LOCAL_PATHS=1`), as tests
+/// make an account each.
 pub fn platform() -> &'static Platform {
-    PLATFORM.get_or_init(start)
+    PLATFORM.get_or_init(|| start(true))
+}
+
+/// A platform with the default rule for local paths: the admin token's only.
+pub fn platform_with_default_local_paths() -> &'static Platform {
+    ADMIN_PATHS_PLATFORM.get_or_init(|| start(false))
 }
 
 /// Starts the platform. The ports are picked free but released before the platform
 /// binds them, so another process can take one in between: a platform that exits
 /// while starting is started again on new ports (twice at most).
-fn start() -> Platform {
+fn start(allow_local_paths: bool) -> Platform {
     let bin = target_dir().join("deploysphere");
     assert!(
         bin.exists() && target_dir().join("builder").exists(),
@@ -77,7 +85,7 @@ fn start() -> Platform {
     );
     let mut attempt = 1;
     loop {
-        match start_once(&bin) {
+        match start_once(&bin, allow_local_paths) {
             Ok(platform) => return platform,
             Err(log) if attempt < 3 => {
                 eprintln!(
@@ -91,7 +99,7 @@ fn start() -> Platform {
 }
 
 /// One start; the platform's log when it exits before it is ready.
-fn start_once(bin: &Path) -> Result<Platform, String> {
+fn start_once(bin: &Path, allow_local_paths: bool) -> Result<Platform, String> {
     let dir = tempfile::Builder::new()
         .prefix("deploysphere-e2e-")
         .tempdir_in("/tmp")
@@ -115,6 +123,10 @@ fn start_once(bin: &Path) -> Result<Platform, String> {
         .arg("--exit-with-stdin")
         .arg("--ephemeral")
         .env("RUST_LOG", "warn,deploysphere=info")
+        .env(
+            "DEPLOYSPHERE_ALLOW_LOCAL_PATHS",
+            if allow_local_paths { "1" } else { "0" },
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(
@@ -225,10 +237,15 @@ pub struct Api {
 
 impl Api {
     pub fn new(token: &str) -> Api {
+        Api::on(platform(), token)
+    }
+
+    /// A client of `platform` holding `token`.
+    pub fn on(platform: &Platform, token: &str) -> Api {
         Api {
             token: token.to_string(),
             http: reqwest::Client::new(),
-            base: platform().api.clone(),
+            base: platform.api.clone(),
         }
     }
 
@@ -238,11 +255,16 @@ impl Api {
 
     /// A fresh account of its own (tests never share accounts).
     pub async fn new_account(name: &str) -> Api {
-        let reply = Api::admin()
+        Api::new_account_on(platform(), name).await
+    }
+
+    /// A fresh account on `platform`, made with its admin token.
+    pub async fn new_account_on(platform: &Platform, name: &str) -> Api {
+        let reply = Api::on(platform, &platform.admin_token)
             .post("/v1/accounts", json!({ "name": name }))
             .await;
         assert_eq!(reply.status, 201, "{reply:?}");
-        Api::new(reply.body["token"].as_str().expect("token"))
+        Api::on(platform, reply.body["token"].as_str().expect("token"))
     }
 
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<String>) -> Reply {

@@ -68,7 +68,7 @@ async fn api_router() -> axum::Router {
                 domain: "sites.example.com".into(),
                 port: None,
             },
-            allow_local_sources: false,
+            local_sources: deploysphere_api::LocalSources::Never,
         }),
     })
 }

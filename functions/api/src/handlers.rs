@@ -16,10 +16,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::AppState;
 use crate::auth::{Auth, hash_token, new_token};
 use crate::error::ApiError;
 use crate::views::{DeploymentView, LogLineView, ProjectView};
+use crate::{AppState, LocalSources};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -130,6 +130,46 @@ fn validate_build(build: &BuildSettings) -> ApiResult<()> {
     Ok(())
 }
 
+/// A repository on the platform's machine: the admin's (unless every account may), and
+/// never inside the data folder, however the path is spelled.
+fn local_source_allowed(local: &LocalSources, is_admin: bool, url: &str) -> ApiResult<()> {
+    let data_dir = match local {
+        LocalSources::Never => {
+            return Err(ApiError::bad_request("git_url: must be an https:// URL"));
+        }
+        LocalSources::AdminOnly { .. } if !is_admin => {
+            return Err(ApiError::forbidden(
+                "git_url: local paths and file:// URLs are for the admin token only on this platform \
+                 (use an https:// URL, or start it with DEPLOYSPHERE_ALLOW_LOCAL_PATHS=1)",
+            ));
+        }
+        LocalSources::AdminOnly { data_dir } | LocalSources::Everyone { data_dir } => data_dir,
+    };
+    let path = std::path::Path::new(url.strip_prefix("file://").unwrap_or(url));
+    // `..` and symlinks resolve against what exists; the rest is taken as spelled.
+    let mut existing = path;
+    let mut rest = Vec::new();
+    let resolved = loop {
+        if let Ok(real) = existing.canonicalize() {
+            break rest.iter().rev().fold(real, |p, part| p.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => break path.to_path_buf(),
+        }
+    };
+    let data_dir = data_dir.canonicalize().unwrap_or_else(|_| data_dir.clone());
+    if resolved.starts_with(&data_dir) {
+        return Err(ApiError::bad_request(
+            "git_url: must not be inside the platform's data folder",
+        ));
+    }
+    Ok(())
+}
+
 pub async fn create_project(
     State(state): State<AppState>,
     auth: Auth,
@@ -138,7 +178,10 @@ pub async fn create_project(
     let request: CreateProject = parse_body(&body)?;
     validate::project_name(&request.name)?;
     let name = request.name.trim();
-    let source = validate::git_url(&request.git_url, state.config.allow_local_sources)?;
+    let source = validate::git_url(&request.git_url, state.config.local_sources.allowed())?;
+    if let validate::GitSource::Local(url) = &source {
+        local_source_allowed(&state.config.local_sources, auth.0.is_admin, url)?;
+    }
     if let Some(branch) = &request.branch {
         validate::git_ref("branch", branch)?;
     }

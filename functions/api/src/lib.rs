@@ -37,8 +37,27 @@ impl SitesConfig {
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub sites: SitesConfig,
-    /// Local mode: accept local paths and `file://` git URLs.
-    pub allow_local_sources: bool,
+    /// Who may deploy local paths and `file://` git URLs (local mode only).
+    pub local_sources: LocalSources,
+}
+
+/// Who may build from a repository on the platform's own machine. Such a repository
+/// is read by the builder (as root locally), so by default only the admin may, and
+/// never from inside the platform's data folder (its Postgres, S3 objects, token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalSources {
+    /// Cloud mode: only `https://` URLs to public hosts.
+    Never,
+    /// The admin token only (the local default).
+    AdminOnly { data_dir: std::path::PathBuf },
+    /// Every account (`DEPLOYSPHERE_ALLOW_LOCAL_PATHS=1`).
+    Everyone { data_dir: std::path::PathBuf },
+}
+
+impl LocalSources {
+    pub fn allowed(&self) -> bool {
+        *self != LocalSources::Never
+    }
 }
 
 /// What every handler can reach.

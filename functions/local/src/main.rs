@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use deploysphere_adapters::clickhouse::LogStore;
 use deploysphere_adapters::pg::{self, Db};
 use deploysphere_adapters::s3::{ObjectStore, S3Config};
-use deploysphere_api::{ApiConfig, AppState, SitesConfig, hash_token, new_token};
+use deploysphere_api::{ApiConfig, AppState, LocalSources, SitesConfig, hash_token, new_token};
 use deploysphere_core::{BuildCredentials, DeploymentState, Launcher};
 use deploysphere_events::{Deployments, SchedulerConfig};
 use tokio::net::TcpListener;
@@ -81,6 +81,14 @@ struct DevArgs {
     /// The `builder` binary (default: next to this one).
     #[arg(long, env = "DEPLOYSPHERE_BUILDER_BIN")]
     builder_bin: Option<PathBuf>,
+    /// Let every account deploy local paths and `file://` URLs (default: the admin only).
+    #[arg(
+        long,
+        env = "DEPLOYSPHERE_ALLOW_LOCAL_PATHS",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    allow_local_paths: bool,
     /// Stop when standard input closes (for test harnesses that own the platform).
     #[arg(long)]
     exit_with_stdin: bool,
@@ -408,7 +416,15 @@ async fn run(
                 domain: args.domain.clone(),
                 port: Some(args.router_port),
             },
-            allow_local_sources: true,
+            local_sources: if args.allow_local_paths {
+                LocalSources::Everyone {
+                    data_dir: home.to_path_buf(),
+                }
+            } else {
+                LocalSources::AdminOnly {
+                    data_dir: home.to_path_buf(),
+                }
+            },
         }),
     };
     // Live logs: the WebSocket gateway (API Gateway's local stand-in) and the relay,

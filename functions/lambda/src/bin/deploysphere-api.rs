@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
                 domain: settings.var("DEPLOYSPHERE_DOMAIN")?,
                 port: None,
             },
-            allow_local_sources: false,
+            local_sources: deploysphere_api::LocalSources::Never,
         }),
     };
     // MSK has no CloudFormation resource for topics: the API creates them at start.
