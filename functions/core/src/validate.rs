@@ -229,6 +229,7 @@ fn is_private_host(host: &str) -> bool {
     let host = host
         .trim_start_matches('[')
         .trim_end_matches(']')
+        .trim_end_matches('.')
         .to_ascii_lowercase();
     if host == "localhost"
         || host.ends_with(".localhost")
@@ -238,29 +239,89 @@ fn is_private_host(host: &str) -> bool {
         return true;
     }
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return match ip {
-            std::net::IpAddr::V4(v4) => {
-                v4.is_private()
-                    || v4.is_loopback()
-                    || v4.is_link_local()
-                    || v4.is_unspecified()
-                    || v4.is_broadcast()
-                    || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1])
-            }
-            std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => is_private_host(
-                &v6.to_ipv4_mapped()
-                    .map(|v4| v4.to_string())
-                    .unwrap_or_default(),
-            ),
-            std::net::IpAddr::V6(v6) => {
+        return is_private_ip(ip);
+    }
+    // The forms inet_aton and curl accept besides dotted decimal: `2852039166`,
+    // `0177.0.0.1`, `0x7f.1`.
+    if let Some(v4) = legacy_ipv4(&host) {
+        return is_private_ip(v4.into());
+    }
+    // Wildcard DNS names that answer with the address they spell
+    // (`169.254.169.254.nip.io`, `10-0-0-1.sslip.io`). Any other name is checked where
+    // it resolves, by the builder.
+    let labels: Vec<&str> = host.split('.').collect();
+    let dotted = (labels.len() > 4).then(|| labels[..4].join("."));
+    let dashed = labels.first().map(|first| first.replace('-', "."));
+    [dotted, dashed]
+        .into_iter()
+        .flatten()
+        .filter_map(|spelled| spelled.parse::<std::net::Ipv4Addr>().ok())
+        .any(|v4| is_private_ip(v4.into()))
+}
+
+/// Loopback, private, link-local (cloud metadata), carrier-grade NAT, unspecified,
+/// broadcast, benchmarking, multicast and reserved addresses.
+pub fn is_private_ip(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || a == 0
+                || a >= 240
+                || a == 100 && (64..128).contains(&b)
+                || a == 198 && (18..20).contains(&b)
+        }
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_private_ip(v4.into()),
+            None => {
                 v6.is_loopback()
                     || v6.is_unspecified()
+                    || v6.is_multicast()
                     || (v6.segments()[0] & 0xfe00) == 0xfc00
                     || (v6.segments()[0] & 0xffc0) == 0xfe80
             }
-        };
+        },
     }
-    false
+}
+
+/// An IPv4 address in one of inet_aton's older spellings: one to four parts, each
+/// decimal, octal (leading `0`) or hex (`0x`), the last filling the remaining bytes.
+fn legacy_ipv4(host: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = host.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut values = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let value = if let Some(hex) = part.strip_prefix("0x") {
+            u32::from_str_radix(hex, 16).ok()?
+        } else if part.len() > 1 && part.starts_with('0') {
+            u32::from_str_radix(&part[1..], 8).ok()?
+        } else if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            part.parse().ok()?
+        } else {
+            return None;
+        };
+        values.push(value);
+    }
+    let (last, leading) = values.split_last()?;
+    if leading.iter().any(|v| *v > 255) {
+        return None;
+    }
+    let remaining_bits = 8 * (4 - leading.len() as u32);
+    if remaining_bits < 32 && *last >= 1u32 << remaining_bits {
+        return None;
+    }
+    let high = leading
+        .iter()
+        .enumerate()
+        .fold(0u32, |n, (i, v)| n | (v << (24 - 8 * i)));
+    Some(std::net::Ipv4Addr::from(high | last))
 }
 
 /// A URL fit for logs: `user:password@` is replaced by `***@`.
@@ -307,6 +368,29 @@ mod tests {
         assert!(git_url("https://[::ffff:169.254.169.254]/x", false).is_err());
         assert!(git_url("https://[::1]/x", false).is_err());
         assert!(git_url("https://github.com", false).is_err());
+        // Addresses spelled the other ways resolvers and git's curl accept.
+        for url in [
+            "https://0177.0.0.1/x.git",
+            "https://2852039166/x.git",
+            "https://0x7f.1/x.git",
+            "https://0xa9.0xfe.0xa9.0xfe/x.git",
+            "https://127.1/x.git",
+            "https://localhost./x.git",
+            "https://169.254.169.254.nip.io/x.git",
+            "https://10-0-0-1.sslip.io/x.git",
+            "https://100.64.0.1/x.git",
+            "https://[fe80::1]/x.git",
+        ] {
+            assert!(git_url(url, false).is_err(), "{url}");
+        }
+        for url in [
+            "https://8.8.8.8/x.git",
+            "https://134744072/x.git",
+            "https://gitlab.com/a/b.git",
+            "https://1.2.3.4.example.com/x.git",
+        ] {
+            assert!(git_url(url, false).is_ok(), "{url}");
+        }
         assert!(git_url("--upload-pack=evil", true).is_err());
         assert!(git_url("ssh://git@host/a.git", true).is_err());
         assert_eq!(
