@@ -44,6 +44,9 @@ async fn only_the_admin_deploys_local_paths_and_never_from_the_data_folder() {
     assert_eq!(done["state"], "READY", "{done}");
 
     // Not even the admin reads the data folder, however the path is spelled.
+    let links = tempfile::tempdir().unwrap();
+    let link = links.path().join("innocent");
+    std::os::unix::fs::symlink(&p.home, &link).unwrap();
     let home = p.home.display().to_string();
     let parent = p.home.parent().unwrap().display().to_string();
     let home_name = p.home.file_name().unwrap().to_string_lossy().to_string();
@@ -51,6 +54,8 @@ async fn only_the_admin_deploys_local_paths_and_never_from_the_data_folder() {
         home.clone(),
         format!("{home}/s3"),
         format!("file://{home}/postgres/not-yet"),
+        format!("/tmp/not-there/../..{home}"),
+        format!("{}/s3", link.display()),
         format!(
             "{parent}/../{}/{home_name}/logs",
             p.home

@@ -146,7 +146,16 @@ fn local_source_allowed(local: &LocalSources, is_admin: bool, url: &str) -> ApiR
         LocalSources::AdminOnly { data_dir } | LocalSources::Everyone { data_dir } => data_dir,
     };
     let path = std::path::Path::new(url.strip_prefix("file://").unwrap_or(url));
-    // `..` and symlinks resolve against what exists; the rest is taken as spelled.
+    // git may resolve `..` by itself, against folders that do not exist yet here.
+    if path
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(ApiError::bad_request(
+            "git_url: a local path must not contain '..' (nor lead into the platform's data folder)",
+        ));
+    }
+    // Symlinks resolve against what exists; the rest is taken as spelled.
     let mut existing = path;
     let mut rest = Vec::new();
     let resolved = loop {
