@@ -227,6 +227,13 @@ pub struct Reply {
     pub body: Value,
 }
 
+impl Reply {
+    /// The message of a JSON error body (empty when there is none).
+    pub fn error_message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or_default()
+    }
+}
+
 /// An API client holding one account's token.
 #[derive(Clone)]
 pub struct Api {

@@ -140,7 +140,7 @@ async fn bad_input_is_a_400_that_names_the_field_and_changes_nothing() {
             )
             .await;
         assert_eq!(reply.status, 400, "{body}: {reply:?}");
-        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        let message = reply.error_message();
         assert!(
             message.contains(field),
             "{body}: message {message:?} should name {field}"

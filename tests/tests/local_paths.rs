@@ -19,7 +19,7 @@ async fn only_the_admin_deploys_local_paths_and_never_from_the_data_folder() {
             .post("/v1/projects", json!({"name": "mine", "git_url": url}))
             .await;
         assert_eq!(reply.status, 403, "{url}: {reply:?}");
-        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        let message = reply.error_message();
         assert!(
             message.starts_with("git_url:") && message.contains("admin token only"),
             "{message}"
@@ -73,12 +73,6 @@ async fn only_the_admin_deploys_local_paths_and_never_from_the_data_folder() {
             )
             .await;
         assert_eq!(reply.status, 400, "{url}: {reply:?}");
-        assert!(
-            reply.body["error"]["message"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("data folder"),
-            "{reply:?}"
-        );
+        assert!(reply.error_message().contains("data folder"), "{reply:?}");
     }
 }

@@ -97,7 +97,7 @@ async fn a_secret_too_short_to_mask_is_refused_and_nothing_is_created() {
         )
         .await;
     assert_eq!(reply.status, 400, "{reply:?}");
-    let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+    let message = reply.error_message();
     assert!(
         message.contains("env.PIN") && message.contains("at least 6"),
         "{message}"

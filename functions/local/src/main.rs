@@ -229,12 +229,9 @@ async fn dev(args: DevArgs) -> anyhow::Result<()> {
     futures::future::join_all(started.into_iter().map(services::Service::stop)).await;
     if args.ephemeral {
         let postgres = services::postgres_dir(&home);
-        let builds = services::builds_dir(&home);
         let _ = std::fs::remove_dir_all(&home);
         let _ = std::fs::remove_dir_all(postgres);
-        if let Ok(builds) = builds {
-            let _ = std::fs::remove_dir_all(builds);
-        }
+        let _ = std::fs::remove_dir_all(services::builds_dir(&home));
     }
     result
 }
@@ -360,7 +357,7 @@ async fn run(
         ),
         (
             "DEPLOYSPHERE_WORK_DIR".to_string(),
-            services::builds_dir(home)
+            services::prepare_builds_dir(home)
                 .context("cannot create the builds folder")?
                 .display()
                 .to_string(),

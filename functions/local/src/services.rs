@@ -220,11 +220,20 @@ pub fn postgres_dir(home: &Path) -> PathBuf {
 /// The builds' work folders. The sandbox's uid must reach each checkout, and the home
 /// folder is its owner's alone, so as root they live in a folder of their own under
 /// /var/tmp (named after the home folder) that others may traverse but not list.
-pub fn builds_dir(home: &Path) -> std::io::Result<PathBuf> {
-    if !is_root() {
-        return Ok(home.join("builds"));
+pub fn builds_dir(home: &Path) -> PathBuf {
+    if is_root() {
+        beside_home(home, "builds")
+    } else {
+        home.join("builds")
     }
-    let dir = beside_home(home, "builds");
+}
+
+/// Makes [`builds_dir`] ready: as root, a folder of root's at every level.
+pub fn prepare_builds_dir(home: &Path) -> std::io::Result<PathBuf> {
+    let dir = builds_dir(home);
+    if !is_root() {
+        return Ok(dir);
+    }
     if let Some(parent) = dir.parent() {
         root_owned_dir(parent)?;
     }
