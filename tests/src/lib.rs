@@ -65,18 +65,50 @@ static ADMIN_PATHS_PLATFORM: OnceLock<Platform> = OnceLock::new();
 /// the fixture repositories by path (`DEPLOYSPHERE_ALLOW_LOCAL_PATHS=1`), as tests
 /// make an account each.
 pub fn platform() -> &'static Platform {
-    PLATFORM.get_or_init(|| start(true))
+    PLATFORM.get_or_init(|| start(&Options::default()))
 }
 
 /// A platform with the default rule for local paths: the admin token's only.
 pub fn platform_with_default_local_paths() -> &'static Platform {
-    ADMIN_PATHS_PLATFORM.get_or_init(|| start(false))
+    ADMIN_PATHS_PLATFORM.get_or_init(|| {
+        start(&Options {
+            allow_local_paths: false,
+            ..Options::default()
+        })
+    })
+}
+
+/// How a test's platform differs from the default one.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `DEPLOYSPHERE_ALLOW_LOCAL_PATHS` (the fixtures are deployed by path).
+    pub allow_local_paths: bool,
+    /// `--max-builds`.
+    pub max_builds: u32,
+    /// More `deploysphere dev` arguments.
+    pub args: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            allow_local_paths: true,
+            max_builds: 4,
+            args: Vec::new(),
+        }
+    }
+}
+
+/// A platform of its own for this test process, with `options`.
+pub fn platform_with(options: Options) -> &'static Platform {
+    static CUSTOM: OnceLock<Platform> = OnceLock::new();
+    CUSTOM.get_or_init(|| start(&options))
 }
 
 /// Starts the platform. The ports are picked free but released before the platform
 /// binds them, so another process can take one in between: a platform that exits
 /// while starting is started again on new ports (twice at most).
-fn start(allow_local_paths: bool) -> Platform {
+fn start(options: &Options) -> Platform {
     let bin = target_dir().join("deploysphere");
     assert!(
         bin.exists() && target_dir().join("builder").exists(),
@@ -85,7 +117,7 @@ fn start(allow_local_paths: bool) -> Platform {
     );
     let mut attempt = 1;
     loop {
-        match start_once(&bin, allow_local_paths) {
+        match start_once(&bin, options) {
             Ok(platform) => return platform,
             Err(log) if attempt < 3 => {
                 eprintln!(
@@ -99,7 +131,7 @@ fn start(allow_local_paths: bool) -> Platform {
 }
 
 /// One start; the platform's log when it exits before it is ready.
-fn start_once(bin: &Path, allow_local_paths: bool) -> Result<Platform, String> {
+fn start_once(bin: &Path, options: &Options) -> Result<Platform, String> {
     let dir = tempfile::Builder::new()
         .prefix("deploysphere-e2e-")
         .tempdir_in("/tmp")
@@ -119,13 +151,14 @@ fn start_once(bin: &Path, allow_local_paths: bool) -> Result<Platform, String> {
         .args(["--clickhouse-tcp-port", &ports[6].to_string()])
         .args(["--s3-port", &ports[7].to_string()])
         .args(["--ws-port", &ports[8].to_string()])
-        .args(["--max-builds", "4"])
+        .args(["--max-builds", &options.max_builds.to_string()])
+        .args(&options.args)
         .arg("--exit-with-stdin")
         .arg("--ephemeral")
         .env("RUST_LOG", "warn,deploysphere=info")
         .env(
             "DEPLOYSPHERE_ALLOW_LOCAL_PATHS",
-            if allow_local_paths { "1" } else { "0" },
+            if options.allow_local_paths { "1" } else { "0" },
         )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

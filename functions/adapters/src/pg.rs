@@ -29,6 +29,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_build_grants",
         include_str!("../../../schemas/postgres/0004_build_grants.sql"),
     ),
+    (
+        "0005_fair_scheduling",
+        include_str!("../../../schemas/postgres/0005_fair_scheduling.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -403,28 +407,49 @@ impl Db {
         row.as_ref().map(project_from_row).transpose()
     }
 
+    /// Queues a deployment unless its account already has `max_waiting` deployments
+    /// waiting for a build slot (then `None`). Serialized per account, so concurrent
+    /// requests cannot overshoot the cap.
     pub async fn insert_deployment(
         &self,
         project: &Project,
         git_ref: &str,
-    ) -> DbResult<Deployment> {
-        let client = self.pool.get().await?;
+        max_waiting: i64,
+    ) -> DbResult<Option<Deployment>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(7213, hashtext($1::uuid::text))",
+            &[&project.account_id],
+        )
+        .await?;
+        let waiting: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM deployments WHERE account_id = $1 AND state = 'QUEUED' AND launched_at IS NULL",
+                &[&project.account_id],
+            )
+            .await?
+            .get(0);
+        if waiting >= max_waiting {
+            return Ok(None);
+        }
         let id = Uuid::new_v4();
-        client
-            .execute(
-                "INSERT INTO deployments (id, project_id, account_id, git_ref, state) VALUES ($1, $2, $3, $4, 'QUEUED')",
-                &[&id, &project.id, &project.account_id, &git_ref],
-            )
-            .await?;
-        client
-            .execute(
-                "INSERT INTO deployment_transitions (deployment_id, state) VALUES ($1, 'QUEUED')",
-                &[&id],
-            )
-            .await?;
+        tx.execute(
+            "INSERT INTO deployments (id, project_id, account_id, git_ref, state) VALUES ($1, $2, $3, $4, 'QUEUED')",
+            &[&id, &project.id, &project.account_id, &git_ref],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO deployment_transitions (deployment_id, state) VALUES ($1, 'QUEUED')",
+            &[&id],
+        )
+        .await?;
+        tx.commit().await?;
+        drop(client);
         self.deployment(id)
             .await?
             .ok_or_else(|| DbError::Corrupt("inserted deployment vanished".into()))
+            .map(Some)
     }
 
     pub async fn deployment(&self, id: Uuid) -> DbResult<Option<Deployment>> {
@@ -679,9 +704,11 @@ impl Db {
         }))
     }
 
-    /// Claims the oldest waiting deployment if the platform has fewer than
-    /// `platform_limit` and its account fewer than `account_limit` builds running.
-    /// Serialized by an advisory lock so two schedulers never overshoot a limit.
+    /// Claims a waiting deployment if the platform has fewer than `platform_limit`
+    /// builds running, fairly across accounts: of the accounts under `account_limit`
+    /// with builds waiting, the one with the fewest running, then the one served least
+    /// recently (round-robin), gets its oldest waiting deployment. Serialized by an
+    /// advisory lock so two schedulers never overshoot a limit.
     pub async fn claim_next(
         &self,
         platform_limit: i64,
@@ -703,10 +730,21 @@ impl Db {
         }
         let row = tx
             .query_opt(
-                "SELECT d.id FROM deployments d
+                "WITH waiting AS (
+                     SELECT DISTINCT account_id FROM deployments WHERE state = 'QUEUED' AND launched_at IS NULL
+                 ), ranked AS (
+                     SELECT w.account_id,
+                            (SELECT count(*) FROM deployments r WHERE r.account_id = w.account_id
+                               AND r.state IN ('QUEUED', 'BUILDING', 'UPLOADING') AND r.launched_at IS NOT NULL) AS running,
+                            (SELECT max(l.launched_at) FROM deployments l WHERE l.account_id = w.account_id
+                               AND l.launched_at IS NOT NULL) AS served
+                     FROM waiting w
+                 ), next_account AS (
+                     SELECT account_id FROM ranked WHERE running < $1
+                     ORDER BY running, served NULLS FIRST, account_id LIMIT 1
+                 )
+                 SELECT d.id FROM deployments d JOIN next_account n ON n.account_id = d.account_id
                  WHERE d.state = 'QUEUED' AND d.launched_at IS NULL
-                   AND (SELECT count(*) FROM deployments r WHERE r.account_id = d.account_id
-                        AND r.state IN ('QUEUED', 'BUILDING', 'UPLOADING') AND r.launched_at IS NOT NULL) < $1
                  ORDER BY d.created_at LIMIT 1",
                 &[&account_limit],
             )

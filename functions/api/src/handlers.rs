@@ -307,7 +307,17 @@ pub async fn create_deployment(
         .git_ref
         .or_else(|| project.branch.clone())
         .unwrap_or_else(|| "HEAD".to_string());
-    let deployment = state.db.insert_deployment(&project, &git_ref).await?;
+    let max_waiting = state.deployments.scheduler_config().max_queued_per_account;
+    let Some(deployment) = state
+        .db
+        .insert_deployment(&project, &git_ref, max_waiting)
+        .await?
+    else {
+        return Err(ApiError::too_many_requests(format!(
+            "this account already has {max_waiting} deployments waiting for a build slot \
+             (the limit of queued deployments per account); wait for some to start or cancel them"
+        )));
+    };
     // The deployment exists now: scheduling is best effort (the periodic tick retries).
     state.deployments.schedule_best_effort().await;
     let deployment = state

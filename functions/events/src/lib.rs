@@ -54,6 +54,8 @@ pub struct SchedulerConfig {
     pub max_concurrent_builds: i64,
     /// Builds running at once per account.
     pub max_concurrent_builds_per_account: i64,
+    /// Deployments an account may have waiting for a slot; the API refuses more (429).
+    pub max_queued_per_account: i64,
     /// Limits applied to every build (a project's timeout overrides the wall clock).
     pub limits: Limits,
 }
@@ -63,6 +65,7 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             max_concurrent_builds: 2,
             max_concurrent_builds_per_account: 2,
+            max_queued_per_account: 25,
             limits: Limits::default(),
         }
     }
@@ -172,6 +175,11 @@ pub struct Deployments {
 }
 
 impl Deployments {
+    /// The scheduling limits this platform runs with.
+    pub fn scheduler_config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
     pub fn new(db: Db, launcher: Arc<dyn Launcher>, config: SchedulerConfig) -> Self {
         Deployments {
             db,

@@ -255,11 +255,21 @@ impl Settings {
         };
         let launcher = EcsLauncher::new(&self.aws_access()?, settings, self.object_store()?)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let max_builds = self.var_or("DEPLOYSPHERE_MAX_BUILDS", "4");
+        let number = |name: &str, default: &str| -> anyhow::Result<i64> {
+            let value = self.var_or(name, default);
+            match value.parse::<i64>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => anyhow::bail!("{name} must be a whole number of at least 1, not {value:?}"),
+            }
+        };
+        let max_builds = number("DEPLOYSPHERE_MAX_BUILDS", "4")?;
         let scheduler = SchedulerConfig {
-            max_concurrent_builds: max_builds.parse().with_context(|| {
-                format!("DEPLOYSPHERE_MAX_BUILDS must be a number, not {max_builds:?}")
-            })?,
+            max_concurrent_builds: max_builds,
+            max_concurrent_builds_per_account: number(
+                "DEPLOYSPHERE_MAX_BUILDS_PER_ACCOUNT",
+                &max_builds.to_string(),
+            )?,
+            max_queued_per_account: number("DEPLOYSPHERE_MAX_QUEUED_PER_ACCOUNT", "25")?,
             ..SchedulerConfig::default()
         };
         Ok(

@@ -78,6 +78,13 @@ struct DevArgs {
     /// Builds running at once on this machine.
     #[arg(long, env = "DEPLOYSPHERE_MAX_BUILDS", default_value_t = 2)]
     max_builds: i64,
+    /// Builds one account may run at once (default: all of `--max-builds`). With
+    /// several accounts, slots go round-robin to the accounts with builds waiting.
+    #[arg(long, env = "DEPLOYSPHERE_MAX_BUILDS_PER_ACCOUNT", value_parser = clap::value_parser!(i64).range(1..))]
+    max_builds_per_account: Option<i64>,
+    /// Deployments one account may have waiting for a slot; more are refused (429).
+    #[arg(long, env = "DEPLOYSPHERE_MAX_QUEUED_PER_ACCOUNT", default_value_t = 25, value_parser = clap::value_parser!(i64).range(1..))]
+    max_queued_per_account: i64,
     /// The `builder` binary (default: next to this one).
     #[arg(long, env = "DEPLOYSPHERE_BUILDER_BIN")]
     builder_bin: Option<PathBuf>,
@@ -383,6 +390,8 @@ async fn run(
     ));
     let scheduler = SchedulerConfig {
         max_concurrent_builds: args.max_builds,
+        max_concurrent_builds_per_account: args.max_builds_per_account.unwrap_or(args.max_builds),
+        max_queued_per_account: args.max_queued_per_account,
         ..SchedulerConfig::default()
     };
     let deployments =
