@@ -811,3 +811,37 @@ pub async fn watch(token: &str, deployment_id: &str, after_seq: u64) -> Seen {
         }
     }
 }
+
+/// Reads `topic` (a dead-letter topic) from the start until a record whose payload
+/// contains `marker` shows up; returns its payload and `reason` header.
+pub async fn find_dead_letter(topic: &str, marker: &str) -> (String, String) {
+    use rdkafka::Message;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Headers;
+    let group = format!("test-{}", uuid::Uuid::new_v4());
+    let consumer: StreamConsumer =
+        deploysphere_adapters::kafka::consumer_config(&platform().kafka_brokers, &group)
+            .create()
+            .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await
+        else {
+            continue;
+        };
+        let payload = String::from_utf8_lossy(message.payload().unwrap_or_default()).to_string();
+        if payload.contains(marker) {
+            let reason = message
+                .headers()
+                .and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == "reason")
+                        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).to_string()))
+                })
+                .unwrap_or_default();
+            return (payload, reason);
+        }
+    }
+    panic!("no record containing {marker:?} on {topic}");
+}

@@ -1,51 +1,18 @@
 //! Log ingest against the real broker and ClickHouse: the MSK event handler, retries,
 //! and the dead-letter topic.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use deploysphere_adapters::clickhouse::LogStore;
 use deploysphere_adapters::kafka::{
-    BUILD_LOGS, BUILD_LOGS_DEAD_LETTER, KafkaContext, KafkaSettings, consumer_config,
-    producer_config,
+    BUILD_LOGS, BUILD_LOGS_DEAD_LETTER, DEPLOYMENT_EVENTS, DEPLOYMENT_EVENTS_DEAD_LETTER,
+    KafkaContext, KafkaSettings, producer_config,
 };
 use deploysphere_e2e::*;
 use deploysphere_log_ingest::{KafkaDeadLetters, handle_kafka_event};
-use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
-
-/// Reads the dead-letter topic from the start until a record whose payload contains
-/// `marker` shows up; returns its payload and `reason` header.
-async fn find_dead_letter(marker: &str) -> (String, String) {
-    let group = format!("test-{}", uuid::Uuid::new_v4());
-    let consumer: StreamConsumer = consumer_config(&platform().kafka_brokers, &group)
-        .create()
-        .unwrap();
-    consumer.subscribe(&[BUILD_LOGS_DEAD_LETTER]).unwrap();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await
-        else {
-            continue;
-        };
-        let payload = String::from_utf8_lossy(message.payload().unwrap_or_default()).to_string();
-        if payload.contains(marker) {
-            let reason = message
-                .headers()
-                .and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == "reason")
-                        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).to_string()))
-                })
-                .unwrap_or_default();
-            return (payload, reason);
-        }
-    }
-    panic!("no dead letter containing {marker:?}");
-}
 
 #[tokio::test]
 async fn msk_event_fixture_is_ingested_once_even_when_replayed() {
@@ -54,6 +21,7 @@ async fn msk_event_fixture_is_ingested_once_even_when_replayed() {
     let dead_letters = KafkaDeadLetters::new(
         &KafkaSettings::plaintext(&p.kafka_brokers),
         KafkaContext::without_signer(),
+        BUILD_LOGS_DEAD_LETTER,
     )
     .unwrap();
     let event: KafkaEvent =
@@ -72,7 +40,7 @@ async fn msk_event_fixture_is_ingested_once_even_when_replayed() {
     let seqs: Vec<u64> = lines.iter().map(|l| l.seq).collect();
     assert_eq!(seqs, [1, 2], "each line exactly once");
     assert_eq!(lines[1].message, "Cloning into '.'...");
-    let (payload, reason) = find_dead_letter("this is not json").await;
+    let (payload, reason) = find_dead_letter(BUILD_LOGS_DEAD_LETTER, "this is not json").await;
     assert_eq!(payload, "this is not json");
     assert!(reason.contains("not a log line"), "{reason}");
 }
@@ -102,7 +70,36 @@ async fn a_bad_record_on_the_log_topic_is_set_aside_and_blocks_nothing() {
     let id = deployment["id"].as_str().unwrap();
     assert_eq!(api.wait_final(id).await["state"], "READY");
     api.logs_containing(id, "Deployed").await;
-    let (payload, reason) = find_dead_letter(&marker).await;
+    let (payload, reason) = find_dead_letter(BUILD_LOGS_DEAD_LETTER, &marker).await;
     assert_eq!(payload, marker);
     assert!(reason.contains("not a log line"), "{reason}");
+}
+
+#[tokio::test]
+async fn an_unreadable_deployment_event_is_set_aside_and_blocks_nothing() {
+    let p = platform();
+    let marker = format!("not an event {}", uuid::Uuid::new_v4());
+    let producer: FutureProducer = producer_config(&p.kafka_brokers).create().unwrap();
+    producer
+        .send(
+            FutureRecord::to(DEPLOYMENT_EVENTS)
+                .key("whatever")
+                .payload(&marker),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    // Events produced after it still apply: a build goes all the way to READY.
+    let api = Api::new_account("events after garbage").await;
+    let repo = Repo::from_fixture("static-site");
+    repo.commit("v1");
+    let project = api
+        .create_project(json!({"name": "after bad event", "git_url": repo.url()}))
+        .await;
+    let deployment = api.deploy(project["id"].as_str().unwrap()).await;
+    let id = deployment["id"].as_str().unwrap();
+    assert_eq!(api.wait_final(id).await["state"], "READY");
+    let (payload, reason) = find_dead_letter(DEPLOYMENT_EVENTS_DEAD_LETTER, &marker).await;
+    assert_eq!(payload, marker);
+    assert!(reason.contains("not a deployment event"), "{reason}");
 }

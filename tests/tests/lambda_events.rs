@@ -165,3 +165,41 @@ async fn the_ws_function_answers_api_gateway_websocket_connect_events() {
     let answer = deploysphere_ws::handle(&context, connect("dsp_wrong")).await;
     assert_eq!(answer.status_code, 401);
 }
+
+/// The events function's MSK handler on the `msk-deployment-events.json` fixture,
+/// against the real Postgres and broker: a record that is not a deployment event and
+/// events naming a deployment that does not exist go to the dead-letter topic with
+/// their reason, and the batch succeeds (it is not retried forever).
+#[tokio::test]
+async fn msk_deployment_events_that_cannot_apply_go_to_the_dead_letter_topic() {
+    use deploysphere_adapters::kafka::{
+        DEPLOYMENT_EVENTS_DEAD_LETTER, KafkaContext, KafkaDeadLetters, KafkaSettings,
+    };
+    let p = platform();
+    let settings = settings();
+    let deployments = settings
+        .deployments(settings.db().await.expect("db"))
+        .expect("deployments");
+    let dead_letters = KafkaDeadLetters::new(
+        &KafkaSettings::plaintext(&p.kafka_brokers),
+        KafkaContext::without_signer(),
+        DEPLOYMENT_EVENTS_DEAD_LETTER,
+    )
+    .expect("producer");
+    let event: aws_lambda_events::event::kafka::KafkaEvent =
+        serde_json::from_str(&fixture("msk-deployment-events.json", "")).expect("MSK event");
+    let report = deployments
+        .handle_msk_event(&dead_letters, &event)
+        .await
+        .expect("the batch is handled");
+    assert_eq!((report.applied, report.set_aside), (0, 3));
+    let (_, reason) = find_dead_letter(
+        DEPLOYMENT_EVENTS_DEAD_LETTER,
+        "5f0c6b7e-2a4d-4c1b-9a8e-3d2f1e0c9b8a",
+    )
+    .await;
+    assert!(
+        reason.contains("deployment 5f0c6b7e-2a4d-4c1b-9a8e-3d2f1e0c9b8a does not exist"),
+        "{reason}"
+    );
+}

@@ -23,6 +23,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::OAuthToken;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext};
 
 /// Build-log lines, keyed by deployment id (per-deployment order).
@@ -31,6 +33,8 @@ pub const BUILD_LOGS: &str = "build-logs";
 pub const BUILD_LOGS_DEAD_LETTER: &str = "build-logs-dead-letter";
 /// Build-task reports, keyed by deployment id.
 pub const DEPLOYMENT_EVENTS: &str = "deployment-events";
+/// Deployment events that can never be applied, set aside with the reason.
+pub const DEPLOYMENT_EVENTS_DEAD_LETTER: &str = "deployment-events-dead-letter";
 
 /// How long an MSK IAM token is valid (what AWS's own signers use).
 pub const MSK_TOKEN_LIFETIME: Duration = Duration::from_secs(900);
@@ -481,10 +485,15 @@ pub async fn create_topics(
         .client_config()
         .create_with_context(context.clone())?;
     context.prime_token(admin.inner()).await?;
-    let topics: Vec<NewTopic> = [BUILD_LOGS, DEPLOYMENT_EVENTS, BUILD_LOGS_DEAD_LETTER]
-        .iter()
-        .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
-        .collect();
+    let topics: Vec<NewTopic> = [
+        BUILD_LOGS,
+        DEPLOYMENT_EVENTS,
+        BUILD_LOGS_DEAD_LETTER,
+        DEPLOYMENT_EVENTS_DEAD_LETTER,
+    ]
+    .iter()
+    .map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(replication)))
+    .collect();
     let options = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(15)));
@@ -495,4 +504,122 @@ pub async fn create_topics(
         }
     }
     Ok(())
+}
+
+static SET_ASIDE_TOTAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Records this process has set aside on a dead-letter topic since it started.
+pub fn set_aside_total() -> u64 {
+    SET_ASIDE_TOTAL.load(Ordering::Relaxed)
+}
+
+/// A record that can never be used, with where it came from and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub partition: i64,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub reason: String,
+}
+
+impl DeadLetter {
+    /// A record of an MSK event (key and value in base64, as the event source mapping
+    /// delivers them; a value that is not base64 is kept as it is).
+    pub fn from_msk(
+        topic: Option<&str>,
+        partition: i64,
+        offset: i64,
+        key: Option<&str>,
+        value: Option<&str>,
+        reason: String,
+    ) -> DeadLetter {
+        DeadLetter {
+            topic: topic.unwrap_or_default().to_string(),
+            partition,
+            offset,
+            key: key.map(msk_bytes),
+            payload: value.map(msk_bytes).unwrap_or_default(),
+            reason,
+        }
+    }
+}
+
+/// The bytes of an MSK record's key or value.
+pub fn msk_bytes(field: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(field)
+        .unwrap_or_else(|_| field.as_bytes().to_vec())
+}
+
+/// Where dead letters go. Guarantee: `Ok` means every letter is durably stored, and
+/// each was counted and logged (with the process's running total).
+#[async_trait::async_trait]
+pub trait DeadLetters: Send + Sync {
+    async fn set_aside(&self, letters: &[DeadLetter]) -> Result<(), String>;
+}
+
+/// Dead letters on a dead-letter topic, with the reason and origin
+/// (`topic/partition/offset`) as headers and the record's own key.
+pub struct KafkaDeadLetters {
+    producer: FutureProducer<KafkaContext>,
+    topic: &'static str,
+}
+
+impl KafkaDeadLetters {
+    /// Letters go to `topic` ([`BUILD_LOGS_DEAD_LETTER`] or
+    /// [`DEPLOYMENT_EVENTS_DEAD_LETTER`]).
+    pub fn new(
+        settings: &KafkaSettings,
+        context: KafkaContext,
+        topic: &'static str,
+    ) -> Result<Self, KafkaError> {
+        Ok(KafkaDeadLetters {
+            producer: settings.producer_config().create_with_context(context)?,
+            topic,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl DeadLetters for KafkaDeadLetters {
+    async fn set_aside(&self, letters: &[DeadLetter]) -> Result<(), String> {
+        for letter in letters {
+            let origin = format!("{}/{}/{}", letter.topic, letter.partition, letter.offset);
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "reason",
+                    value: Some(letter.reason.as_str()),
+                })
+                .insert(Header {
+                    key: "origin",
+                    value: Some(origin.as_str()),
+                });
+            let mut record = FutureRecord::to(self.topic)
+                .payload(&letter.payload)
+                .headers(headers);
+            if let Some(key) = &letter.key {
+                record = record.key(key);
+            }
+            self.producer
+                .send(record, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| format!("{}: {e}", self.topic))?;
+        }
+        SET_ASIDE_TOTAL.fetch_add(letters.len() as u64, Ordering::Relaxed);
+        for letter in letters {
+            tracing::warn!(
+                topic = %letter.topic,
+                partition = letter.partition,
+                offset = letter.offset,
+                reason = %letter.reason,
+                dead_letter_topic = self.topic,
+                total = set_aside_total(),
+                "record set aside"
+            );
+        }
+        Ok(())
+    }
 }

@@ -97,6 +97,7 @@ impl From<EventError> for ApiError {
             EventError::Transition(e) => ApiError::conflict(e.to_string()),
             EventError::UnknownDeployment(_) => ApiError::not_found("deployment"),
             EventError::Storage(e) => ApiError::unavailable("the sites bucket", &e),
+            EventError::DeadLetters(e) => ApiError::unavailable("the event broker", &e),
         }
     }
 }

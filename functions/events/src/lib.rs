@@ -25,6 +25,9 @@ pub enum EventError {
     /// The sites bucket failed (a host record or a blob could not be written): retry.
     #[error("sites bucket: {0}")]
     Storage(String),
+    /// Records that can never apply could not be set aside: retry the batch.
+    #[error("dead letters: {0}")]
+    DeadLetters(String),
 }
 
 /// Why a build grant was not exchanged.
@@ -632,3 +635,6 @@ impl EventError {
     }
 }
 pub mod ecs;
+mod records;
+
+pub use records::EventsReport;

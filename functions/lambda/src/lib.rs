@@ -10,8 +10,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use aws_lambda_events::event::kafka::KafkaEvent;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use deploysphere_adapters::clickhouse::LogStore;
 use deploysphere_adapters::kafka::{KafkaAuth, KafkaContext, KafkaSettings};
 use deploysphere_adapters::pg::{self, Db};
@@ -317,38 +315,27 @@ pub fn database_url_from_secret(secret: &str, host: &str, name: &str) -> anyhow:
     ))
 }
 
-/// The build reports in an invocation of the events function: the `deployment-events`
-/// records of an MSK event, or the report an ECS task state change stands for.
-pub fn build_events(payload: &Value) -> Result<Vec<BuildEvent>, String> {
+/// What an invocation of the events function carries.
+#[derive(Debug)]
+pub enum EventsInvocation {
+    /// `deployment-events` records from the MSK event source mapping.
+    Kafka(KafkaEvent),
+    /// The report an ECS task state change stands for (none for a task that stopped
+    /// after its build ended).
+    TaskStopped(Option<BuildEvent>),
+}
+
+/// Reads an invocation of the events function.
+pub fn events_invocation(payload: &Value) -> Result<EventsInvocation, String> {
     if payload["eventSource"] == "aws:kafka" {
         let event: KafkaEvent =
             serde_json::from_value(payload.clone()).map_err(|e| format!("MSK event: {e}"))?;
-        let mut partitions: Vec<&String> = event.records.keys().collect();
-        partitions.sort();
-        let mut events = Vec::new();
-        for partition in partitions {
-            for record in &event.records[partition] {
-                let decoded = record
-                    .value
-                    .as_deref()
-                    .and_then(|v| BASE64.decode(v).ok())
-                    .and_then(|bytes| serde_json::from_slice::<BuildEvent>(&bytes).ok());
-                match decoded {
-                    Some(event) => events.push(event),
-                    None => tracing::warn!(
-                        partition = record.partition,
-                        offset = record.offset,
-                        "unreadable deployment event skipped"
-                    ),
-                }
-            }
-        }
-        return Ok(events);
+        return Ok(EventsInvocation::Kafka(event));
     }
     if payload["source"] == "aws.ecs" {
         let event: TaskStateChangeEvent = serde_json::from_value(payload.clone())
             .map_err(|e| format!("ECS task state change: {e}"))?;
-        return Ok(task_stopped(&event).into_iter().collect());
+        return Ok(EventsInvocation::TaskStopped(task_stopped(&event)));
     }
     Err("neither an MSK event nor an ECS task state change".into())
 }
@@ -377,29 +364,24 @@ mod tests {
     }
 
     #[test]
-    fn the_events_function_reads_msk_deployment_events() {
-        let events = build_events(&fixture("msk-deployment-events.json")).unwrap();
-        assert_eq!(events.len(), 2, "the unreadable record is skipped");
-        assert_eq!(
-            events[0].deployment_id,
-            "5f0c6b7e-2a4d-4c1b-9a8e-3d2f1e0c9b8a"
-        );
-        assert!(matches!(
-            events[1].kind,
-            deploysphere_core::BuildEventKind::Finished { .. }
-        ));
-    }
-
-    #[test]
-    fn the_events_function_reads_ecs_task_state_changes() {
-        let events = build_events(&fixture("ecs-task-stopped-oom.json")).unwrap();
-        assert_eq!(events.len(), 1);
+    fn the_events_function_reads_msk_events_and_ecs_task_state_changes() {
+        let EventsInvocation::Kafka(event) =
+            events_invocation(&fixture("msk-deployment-events.json")).unwrap()
+        else {
+            panic!("an MSK event");
+        };
+        assert_eq!(event.records["deployment-events-0"].len(), 3);
+        let stopped = events_invocation(&fixture("ecs-task-stopped-oom.json")).unwrap();
         assert!(
-            build_events(&fixture("ecs-task-stopped-ok.json"))
-                .unwrap()
-                .is_empty()
+            matches!(stopped, EventsInvocation::TaskStopped(Some(_))),
+            "{stopped:?}"
         );
-        assert!(build_events(&serde_json::json!({"hello": 1})).is_err());
+        let stopped = events_invocation(&fixture("ecs-task-stopped-ok.json")).unwrap();
+        assert!(
+            matches!(stopped, EventsInvocation::TaskStopped(None)),
+            "{stopped:?}"
+        );
+        assert!(events_invocation(&serde_json::json!({"hello": 1})).is_err());
     }
 
     #[test]

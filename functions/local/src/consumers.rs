@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use deploysphere_adapters::clickhouse::LogStore;
 use deploysphere_adapters::kafka::{
-    BUILD_LOGS, DEPLOYMENT_EVENTS, KafkaContext, KafkaSettings, consumer_config, create_topics,
+    BUILD_LOGS, BUILD_LOGS_DEAD_LETTER, DEPLOYMENT_EVENTS, DEPLOYMENT_EVENTS_DEAD_LETTER,
+    KafkaContext, KafkaSettings, consumer_config, create_topics,
 };
 use deploysphere_core::BuildEvent;
 use deploysphere_events::Deployments;
@@ -112,11 +113,17 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Applies `deployment-events` in order; the offset is committed only after the event
-/// was applied (replays are harmless: events are idempotent).
+/// Applies `deployment-events` in order, through the handler the events Lambda runs;
+/// the offset is committed only after the event was applied or set aside on
+/// `deployment-events-dead-letter` (replays are harmless: events are idempotent).
 pub async fn deployment_events(brokers: String, deployments: Deployments) -> anyhow::Result<()> {
     let consumer: StreamConsumer = consumer_config(&brokers, "deploysphere-events").create()?;
     consumer.subscribe(&[DEPLOYMENT_EVENTS])?;
+    let dead_letters = KafkaDeadLetters::new(
+        &KafkaSettings::plaintext(&brokers),
+        KafkaContext::without_signer(),
+        DEPLOYMENT_EVENTS_DEAD_LETTER,
+    )?;
     loop {
         let message = match consumer.recv().await {
             Ok(message) => message,
@@ -126,19 +133,28 @@ pub async fn deployment_events(brokers: String, deployments: Deployments) -> any
                 continue;
             }
         };
-        match message.payload().map(serde_json::from_slice::<BuildEvent>) {
-            Some(Ok(event)) => {
-                apply_with_retry(&deployments, &event).await;
-            }
-            other => warn!(
-                offset = message.offset(),
-                ?other,
-                "unreadable deployment event skipped"
-            ),
+        let event = kafka_event(&[raw_record(&message)]);
+        let mut delay = Duration::from_millis(200);
+        while let Err(e) = deployments.handle_msk_event(&dead_letters, &event).await {
+            error!(error = %e, offset = message.offset(), "applying a deployment event failed; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
         }
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
             warn!(error = %e, "commit failed");
         }
+    }
+}
+
+/// A consumed message as the MSK event shape's handlers take it.
+fn raw_record(message: &rdkafka::message::BorrowedMessage<'_>) -> RawRecord {
+    RawRecord {
+        topic: message.topic().to_string(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
     }
 }
 
@@ -176,6 +192,7 @@ pub async fn build_logs(brokers: String, store: LogStore) -> anyhow::Result<()> 
     let dead_letters = KafkaDeadLetters::new(
         &KafkaSettings::plaintext(&brokers),
         KafkaContext::without_signer(),
+        BUILD_LOGS_DEAD_LETTER,
     )?;
     loop {
         let mut batch = Vec::new();
@@ -190,14 +207,7 @@ pub async fn build_logs(brokers: String, store: LogStore) -> anyhow::Result<()> 
                 }
             };
             match message {
-                Ok(Some(m)) => batch.push(RawRecord {
-                    topic: m.topic().to_string(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().map(<[u8]>::to_vec),
-                }),
+                Ok(Some(m)) => batch.push(raw_record(&m)),
                 Ok(None) => break,
                 Err(e) => {
                     warn!(error = %e, "build-logs consumer");

@@ -7,91 +7,16 @@
 //! ReplacingMergeTree); a record that can never be inserted is set aside with its
 //! reason and counted, and never blocks the partition.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
 use aws_lambda_events::encodings::MillisecondTimestamp;
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use deploysphere_adapters::clickhouse::{ClickHouseError, LogStore};
-use deploysphere_adapters::kafka::{BUILD_LOGS_DEAD_LETTER, KafkaContext, KafkaSettings};
+pub use deploysphere_adapters::kafka::{DeadLetter, DeadLetters, KafkaDeadLetters};
 use deploysphere_core::LogLine;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Lines per ClickHouse insert.
 pub const MAX_BATCH_LINES: usize = 10_000;
-
-static SET_ASIDE_TOTAL: AtomicU64 = AtomicU64::new(0);
-
-/// Records set aside by this process since it started.
-pub fn set_aside_total() -> u64 {
-    SET_ASIDE_TOTAL.load(Ordering::Relaxed)
-}
-
-/// A record that can never become a log line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub topic: String,
-    pub partition: i64,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
-    pub reason: String,
-}
-
-/// Where dead letters go. Guarantee: `Ok` means every letter is durably stored.
-#[async_trait::async_trait]
-pub trait DeadLetters: Send + Sync {
-    async fn set_aside(&self, letters: &[DeadLetter]) -> Result<(), String>;
-}
-
-/// Dead letters on the `build-logs-dead-letter` topic, with the reason and origin as
-/// headers.
-pub struct KafkaDeadLetters {
-    producer: FutureProducer<KafkaContext>,
-}
-
-impl KafkaDeadLetters {
-    pub fn new(
-        settings: &KafkaSettings,
-        context: KafkaContext,
-    ) -> Result<Self, rdkafka::error::KafkaError> {
-        Ok(KafkaDeadLetters {
-            producer: settings.producer_config().create_with_context(context)?,
-        })
-    }
-}
-
-#[async_trait::async_trait]
-impl DeadLetters for KafkaDeadLetters {
-    async fn set_aside(&self, letters: &[DeadLetter]) -> Result<(), String> {
-        for letter in letters {
-            let origin = format!("{}/{}/{}", letter.topic, letter.partition, letter.offset);
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "reason",
-                    value: Some(letter.reason.as_str()),
-                })
-                .insert(Header {
-                    key: "origin",
-                    value: Some(origin.as_str()),
-                });
-            let mut record = FutureRecord::to(BUILD_LOGS_DEAD_LETTER)
-                .payload(&letter.payload)
-                .headers(headers);
-            if let Some(key) = &letter.key {
-                record = record.key(key);
-            }
-            self.producer
-                .send(record, Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| format!("dead-letter topic: {e}"))?;
-        }
-        Ok(())
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -124,19 +49,14 @@ fn decode(record: &KafkaRecord) -> Result<LogLine, String> {
 }
 
 fn dead_letter(record: &KafkaRecord, reason: String) -> DeadLetter {
-    let raw = |field: &Option<String>| {
-        field
-            .as_deref()
-            .map(|v| BASE64.decode(v).unwrap_or_else(|_| v.as_bytes().to_vec()))
-    };
-    DeadLetter {
-        topic: record.topic.clone().unwrap_or_default(),
-        partition: record.partition,
-        offset: record.offset,
-        key: raw(&record.key),
-        payload: raw(&record.value).unwrap_or_default(),
+    DeadLetter::from_msk(
+        record.topic.as_deref(),
+        record.partition,
+        record.offset,
+        record.key.as_deref(),
+        record.value.as_deref(),
         reason,
-    }
+    )
 }
 
 /// Handles one MSK event: inserts its lines (in order, in batches of up to
@@ -167,17 +87,6 @@ pub async fn handle_kafka_event(
             .set_aside(&letters)
             .await
             .map_err(IngestError::DeadLetters)?;
-        SET_ASIDE_TOTAL.fetch_add(letters.len() as u64, Ordering::Relaxed);
-        for letter in &letters {
-            tracing::warn!(
-                topic = %letter.topic,
-                partition = letter.partition,
-                offset = letter.offset,
-                reason = %letter.reason,
-                total = set_aside_total(),
-                "log record set aside"
-            );
-        }
     }
     Ok(IngestReport {
         inserted: lines.len(),

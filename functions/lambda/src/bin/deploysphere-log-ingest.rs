@@ -16,7 +16,11 @@ async fn main() -> anyhow::Result<()> {
     let store = settings.log_store().await?;
     store.migrate().await?;
     let (kafka, context) = settings.kafka()?;
-    let dead_letters = Arc::new(KafkaDeadLetters::new(&kafka, context)?);
+    let dead_letters = Arc::new(KafkaDeadLetters::new(
+        &kafka,
+        context,
+        deploysphere_adapters::kafka::BUILD_LOGS_DEAD_LETTER,
+    )?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<KafkaEvent>| {
         let (store, dead_letters) = (store.clone(), dead_letters.clone());
         async move {

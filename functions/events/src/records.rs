@@ -1,0 +1,76 @@
+//! The `deployment-events` records of an MSK event, as the events Lambda's event
+//! source mapping delivers them and the local consumer builds them: each is applied
+//! in order; one that can never apply (not a build event, or naming no deployment)
+//! goes to `deployment-events-dead-letter` with the reason, counted in the log, and
+//! never blocks the partition.
+
+use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
+use deploysphere_adapters::kafka::{DeadLetter, DeadLetters, msk_bytes};
+use deploysphere_core::BuildEvent;
+
+use crate::{Deployments, EventError};
+
+/// What one batch of deployment events did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EventsReport {
+    pub applied: usize,
+    pub set_aside: usize,
+}
+
+fn decode(record: &KafkaRecord) -> Result<BuildEvent, String> {
+    let value = record.value.as_deref().ok_or("the record has no value")?;
+    serde_json::from_slice(&msk_bytes(value)).map_err(|e| format!("not a deployment event: {e}"))
+}
+
+fn dead_letter(record: &KafkaRecord, reason: String) -> DeadLetter {
+    DeadLetter::from_msk(
+        record.topic.as_deref(),
+        record.partition,
+        record.offset,
+        record.key.as_deref(),
+        record.value.as_deref(),
+        reason,
+    )
+}
+
+impl Deployments {
+    /// Applies the records of `event`, partition by partition, in offset order. An
+    /// error is transient (the database or the sites bucket): nothing of the batch may
+    /// be acknowledged, and applying it again is harmless (events are idempotent).
+    pub async fn handle_msk_event(
+        &self,
+        dead_letters: &dyn DeadLetters,
+        event: &KafkaEvent,
+    ) -> Result<EventsReport, EventError> {
+        let mut letters = Vec::new();
+        let mut applied = 0;
+        let mut partitions: Vec<&String> = event.records.keys().collect();
+        partitions.sort();
+        for partition in partitions {
+            for record in &event.records[partition] {
+                let report = match decode(record) {
+                    Ok(report) => report,
+                    Err(reason) => {
+                        letters.push(dead_letter(record, reason));
+                        continue;
+                    }
+                };
+                match self.handle_event(&report).await {
+                    Ok(_) => applied += 1,
+                    Err(e) if e.is_permanent() => letters.push(dead_letter(record, e.to_string())),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if !letters.is_empty() {
+            dead_letters
+                .set_aside(&letters)
+                .await
+                .map_err(EventError::DeadLetters)?;
+        }
+        Ok(EventsReport {
+            applied,
+            set_aside: letters.len(),
+        })
+    }
+}
