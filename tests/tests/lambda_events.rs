@@ -1,7 +1,8 @@
 //! The Lambda entry points' event shapes, on real event JSON fixtures, against the
 //! platform's real Postgres, ClickHouse and Redis: API Gateway HTTP API (payload 2.0)
 //! requests through the API router, and a WebSocket `$connect` through the ws handler.
-//! (MSK, EventBridge and CloudFront fixtures are covered next to their handlers.)
+//! The events function's handler on its MSK and EventBridge-schedule fixtures.
+//! (ECS task state change and CloudFront fixtures are covered next to their handlers.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +49,9 @@ fn settings() -> Settings {
         ("DEPLOYSPHERE_AWS_ENDPOINT", "http://127.0.0.1:9".into()),
         ("AWS_ACCESS_KEY_ID", p.s3.access_key.clone()),
         ("AWS_SECRET_ACCESS_KEY", p.s3.secret_key.clone()),
+        // The sweep's start timeout: 60 s here, so that a launch lost 2 minutes ago
+        // is this Lambda's to fail (the local platform's own sweep waits 20 min).
+        ("DEPLOYSPHERE_BUILD_START_TIMEOUT", "60".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -201,5 +205,65 @@ async fn msk_deployment_events_that_cannot_apply_go_to_the_dead_letter_topic() {
     assert!(
         reason.contains("deployment 5f0c6b7e-2a4d-4c1b-9a8e-3d2f1e0c9b8a does not exist"),
         "{reason}"
+    );
+}
+
+/// A launch that died between the claim and RunTask (the deployment is claimed, no
+/// task exists, no report ever comes): the EventBridge schedule's sweep, as the events
+/// Lambda runs it on the `eventbridge-scheduled-sweep.json` fixture, fails it with a
+/// clear reason and its slot comes back.
+#[tokio::test]
+async fn the_scheduled_sweep_fails_a_launch_lost_between_claim_and_run_task() {
+    use deploysphere_adapters::kafka::{
+        DEPLOYMENT_EVENTS_DEAD_LETTER, KafkaContext, KafkaDeadLetters, KafkaSettings,
+    };
+    let p = platform();
+    let api = Api::new_account("lost launch").await;
+    let repo = Repo::from_fixture("static-site");
+    repo.commit("v1");
+    let project = api
+        .create_project(json!({"name": "lost launch", "git_url": repo.url()}))
+        .await;
+    let project_id = uuid::Uuid::parse_str(project["id"].as_str().unwrap()).unwrap();
+    // What a launcher that died right after its claim leaves behind: QUEUED, claimed
+    // (launched_at set) two minutes ago, no task.
+    let id = uuid::Uuid::new_v4();
+    let client = db().pool.get().await.expect("postgres");
+    client
+        .execute(
+            "INSERT INTO deployments (id, project_id, account_id, git_ref, state, launched_at)
+             SELECT $1, id, account_id, 'HEAD', 'QUEUED', now() - interval '2 minutes' FROM projects WHERE id = $2",
+            &[&id, &project_id],
+        )
+        .await
+        .expect("insert the claimed deployment");
+    assert!(db().launched_unfinished().await.unwrap().contains(&id));
+
+    let settings = settings();
+    let deployments = settings
+        .deployments(settings.db().await.expect("db"))
+        .expect("deployments");
+    let dead_letters = KafkaDeadLetters::new(
+        &KafkaSettings::plaintext(&p.kafka_brokers),
+        KafkaContext::without_signer(),
+        DEPLOYMENT_EVENTS_DEAD_LETTER,
+    )
+    .expect("producer");
+    let tick: Value =
+        serde_json::from_str(&fixture("eventbridge-scheduled-sweep.json", "")).expect("JSON");
+    deploysphere_lambda::handle_events_invocation(&deployments, &dead_letters, &tick)
+        .await
+        .expect("the sweep runs");
+
+    let deployment = api.get(&format!("/v1/deployments/{id}")).await.body;
+    assert_eq!(deployment["state"], "FAILED", "{deployment}");
+    let error = deployment["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("did not start within 1 min") && error.contains("deploy again"),
+        "{error}"
+    );
+    assert!(
+        !db().launched_unfinished().await.unwrap().contains(&id),
+        "the slot is free again"
     );
 }

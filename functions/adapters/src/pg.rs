@@ -760,6 +760,21 @@ impl Db {
         Ok(Some(id))
     }
 
+    /// Deployments claimed for a launch more than `start_timeout_secs` ago whose build
+    /// never reported that it started: the launch was lost (the launcher died between
+    /// the claim and RunTask) or the task never came up.
+    pub async fn lost_launches(&self, start_timeout_secs: i64) -> DbResult<Vec<Uuid>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT id FROM deployments WHERE state = 'QUEUED' AND launched_at IS NOT NULL
+                   AND launched_at + make_interval(secs => $1::bigint) < now()",
+                &[&start_timeout_secs],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
     /// Deployments handed to a build task that has not finished: after a restart of
     /// the local platform, their processes are gone.
     pub async fn launched_unfinished(&self) -> DbResult<Vec<Uuid>> {

@@ -44,6 +44,8 @@ pub enum GrantError {
 /// How long a build task has to start and exchange its first grant (Fargate may pull
 /// a large image first). Until then the grant is as good as the credentials.
 const FIRST_GRANT_SECONDS: i64 = 20 * 60;
+/// How long past its time limit a silent build is given before the sweep fails it.
+const OVERDUE_GRACE_SECONDS: i64 = 1800;
 /// How long a used grant still works: the build trying again after an answer it did
 /// not get (a lost connection, a failure on this side).
 const GRANT_RETRY_SECONDS: i64 = 60;
@@ -59,6 +61,10 @@ pub struct SchedulerConfig {
     pub max_concurrent_builds_per_account: i64,
     /// Deployments an account may have waiting for a slot; the API refuses more (429).
     pub max_queued_per_account: i64,
+    /// How long a launched build has to report that it started before the sweep
+    /// fails it and frees its slot (on AWS a task that has not exchanged its first
+    /// grant by then never can: the grant has expired).
+    pub start_timeout_secs: i64,
     /// Limits applied to every build (a project's timeout overrides the wall clock).
     pub limits: Limits,
 }
@@ -69,9 +75,21 @@ impl Default for SchedulerConfig {
             max_concurrent_builds: 2,
             max_concurrent_builds_per_account: 2,
             max_queued_per_account: 25,
+            start_timeout_secs: FIRST_GRANT_SECONDS,
             limits: Limits::default(),
         }
     }
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TickReport {
+    /// Launches that never started, failed.
+    pub lost: usize,
+    /// Silent builds past their time limit, failed.
+    pub overdue: usize,
+    /// Waiting deployments launched.
+    pub launched: usize,
 }
 
 /// What applying an event did.
@@ -424,6 +442,47 @@ impl Deployments {
         if let Err(e) = self.schedule().await {
             warn!(error = %e, "scheduling failed; will retry");
         }
+    }
+
+    /// The periodic sweep (every 10 s locally, every minute on AWS from an EventBridge
+    /// schedule): fails lost launches and silent builds, freeing their slots, then
+    /// launches what waits.
+    pub async fn tick(&self) -> Result<TickReport, EventError> {
+        let lost = self.fail_lost_launches().await?;
+        let overdue = self.fail_overdue(OVERDUE_GRACE_SECONDS).await?;
+        let launched = self.schedule().await?;
+        Ok(TickReport {
+            lost,
+            overdue,
+            launched,
+        })
+    }
+
+    /// Fails deployments claimed for a launch that never reported it started within
+    /// the start timeout (the launcher died between the claim and RunTask, or the
+    /// task never came up). A task that did start late is stopped.
+    async fn fail_lost_launches(&self) -> Result<usize, EventError> {
+        let minutes = (self.config.start_timeout_secs + 59) / 60;
+        let reason = format!(
+            "the build task did not start within {minutes} min (its launch was lost); deploy again"
+        );
+        let mut failed = 0;
+        for id in self
+            .db
+            .lost_launches(self.config.start_timeout_secs)
+            .await?
+        {
+            if let Ok((Applied::Moved(_), _)) = self
+                .apply_state(id, DeploymentState::Failed, Some(&reason), None)
+                .await
+            {
+                warn!(deployment_id = %id, "lost build launch failed; its slot is free");
+                let _ = self.launcher.cancel(&id.to_string()).await;
+                self.build_ended(&id.to_string()).await;
+                failed += 1;
+            }
+        }
+        Ok(failed)
     }
 
     /// Fails live deployments whose build task has stayed silent past its time limit

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use aws_lambda_events::event::kafka::KafkaEvent;
 use deploysphere_adapters::clickhouse::LogStore;
-use deploysphere_adapters::kafka::{KafkaAuth, KafkaContext, KafkaSettings};
+use deploysphere_adapters::kafka::{DeadLetters, KafkaAuth, KafkaContext, KafkaSettings};
 use deploysphere_adapters::pg::{self, Db};
 use deploysphere_adapters::s3::{ObjectStore, S3Config};
 use deploysphere_core::{BuildEvent, Launcher};
@@ -268,6 +268,7 @@ impl Settings {
                 &max_builds.to_string(),
             )?,
             max_queued_per_account: number("DEPLOYSPHERE_MAX_QUEUED_PER_ACCOUNT", "25")?,
+            start_timeout_secs: number("DEPLOYSPHERE_BUILD_START_TIMEOUT", "1200")?,
             ..SchedulerConfig::default()
         };
         Ok(
@@ -323,6 +324,8 @@ pub enum EventsInvocation {
     /// The report an ECS task state change stands for (none for a task that stopped
     /// after its build ended).
     TaskStopped(Option<BuildEvent>),
+    /// The EventBridge schedule: the periodic sweep.
+    Tick,
 }
 
 /// Reads an invocation of the events function.
@@ -337,7 +340,50 @@ pub fn events_invocation(payload: &Value) -> Result<EventsInvocation, String> {
             .map_err(|e| format!("ECS task state change: {e}"))?;
         return Ok(EventsInvocation::TaskStopped(task_stopped(&event)));
     }
-    Err("neither an MSK event nor an ECS task state change".into())
+    if payload["source"] == "aws.events" && payload["detail-type"] == "Scheduled Event" {
+        return Ok(EventsInvocation::Tick);
+    }
+    Err("neither an MSK event, an ECS task state change nor a scheduled event".into())
+}
+
+/// Handles one invocation of the events function. An error is transient: the
+/// invocation fails and is delivered again (MSK batch, EventBridge retry), or the
+/// next scheduled sweep does the work.
+pub async fn handle_events_invocation(
+    deployments: &Deployments,
+    dead_letters: &dyn DeadLetters,
+    payload: &Value,
+) -> anyhow::Result<()> {
+    match events_invocation(payload).map_err(|e| anyhow::anyhow!(e))? {
+        EventsInvocation::Kafka(batch) => {
+            let report = deployments.handle_msk_event(dead_letters, &batch).await?;
+            tracing::info!(
+                applied = report.applied,
+                set_aside = report.set_aside,
+                "deployment events applied"
+            );
+        }
+        EventsInvocation::TaskStopped(None) => {}
+        EventsInvocation::TaskStopped(Some(report)) => {
+            match deployments.handle_event(&report).await {
+                Ok(_) => {}
+                Err(e) if e.is_permanent() => {
+                    tracing::warn!(error = %e, deployment_id = %report.deployment_id, "task stop of an unknown deployment ignored");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        EventsInvocation::Tick => {
+            let report = deployments.tick().await?;
+            tracing::info!(
+                lost = report.lost,
+                overdue = report.overdue,
+                launched = report.launched,
+                "sweep"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Logs as JSON lines for CloudWatch.
@@ -381,6 +427,8 @@ mod tests {
             matches!(stopped, EventsInvocation::TaskStopped(None)),
             "{stopped:?}"
         );
+        let tick = events_invocation(&fixture("eventbridge-scheduled-sweep.json")).unwrap();
+        assert!(matches!(tick, EventsInvocation::Tick), "{tick:?}");
         assert!(events_invocation(&serde_json::json!({"hello": 1})).is_err());
     }
 

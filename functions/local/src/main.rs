@@ -82,6 +82,10 @@ struct DevArgs {
     /// several accounts, slots go round-robin to the accounts with builds waiting.
     #[arg(long, env = "DEPLOYSPHERE_MAX_BUILDS_PER_ACCOUNT", value_parser = clap::value_parser!(i64).range(1..))]
     max_builds_per_account: Option<i64>,
+    /// Seconds a launched build has to report that it started before it is failed and
+    /// its slot freed.
+    #[arg(long, env = "DEPLOYSPHERE_BUILD_START_TIMEOUT", default_value_t = 1200, value_parser = clap::value_parser!(i64).range(1..))]
+    build_start_timeout: i64,
     /// Deployments one account may have waiting for a slot; more are refused (429).
     #[arg(long, env = "DEPLOYSPHERE_MAX_QUEUED_PER_ACCOUNT", default_value_t = 25, value_parser = clap::value_parser!(i64).range(1..))]
     max_queued_per_account: i64,
@@ -392,6 +396,7 @@ async fn run(
         max_concurrent_builds: args.max_builds,
         max_concurrent_builds_per_account: args.max_builds_per_account.unwrap_or(args.max_builds),
         max_queued_per_account: args.max_queued_per_account,
+        start_timeout_secs: args.build_start_timeout,
         ..SchedulerConfig::default()
     };
     let deployments =
@@ -493,9 +498,8 @@ async fn run(
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
             loop {
                 tick.tick().await;
-                deployments.schedule_best_effort().await;
-                if let Err(e) = deployments.fail_overdue(1800).await {
-                    error!(error = %e, "checking for overdue builds failed");
+                if let Err(e) = deployments.tick().await {
+                    error!(error = %e, "the periodic sweep failed; trying again in 10 s");
                 }
             }
         })
