@@ -170,6 +170,10 @@ async fn build(
         &spec.git_ref,
         &checkout,
         &work.join("git-home"),
+        source::FetchRules {
+            allow_private: config.allow_local_sources && spec.private_network,
+            max_bytes: spec.limits.max_fetch_mb.saturating_mul(1024 * 1024),
+        },
     )
     .await
     .map_err(|e| fail(format!("could not clone the repository: {e}")))?

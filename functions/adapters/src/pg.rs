@@ -301,6 +301,15 @@ impl Db {
         })
     }
 
+    /// Whether the account is the platform's admin (false for no such account).
+    pub async fn account_is_admin(&self, id: Uuid) -> DbResult<bool> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt("SELECT is_admin FROM accounts WHERE id = $1", &[&id])
+            .await?;
+        Ok(row.is_some_and(|row| row.get(0)))
+    }
+
     pub async fn account_by_token_hash(&self, token_hash: &str) -> DbResult<Option<Account>> {
         let client = self.pool.get().await?;
         let row = client

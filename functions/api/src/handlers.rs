@@ -130,21 +130,25 @@ fn validate_build(build: &BuildSettings) -> ApiResult<()> {
     Ok(())
 }
 
+/// Whether the account may build from this machine (a path, a `file://` URL, or a
+/// host on its loopback or private network): the admin (unless every account may).
+/// Returns the data folder, which stays out of reach.
+fn this_machine_allowed(local: &LocalSources, is_admin: bool) -> ApiResult<&std::path::PathBuf> {
+    match local {
+        LocalSources::Never => Err(ApiError::bad_request("git_url: must be an https:// URL")),
+        LocalSources::AdminOnly { .. } if !is_admin => Err(ApiError::forbidden(
+            "git_url: local paths, file:// URLs and hosts on this machine or its private network \
+             are for the admin token only on this platform \
+             (use a public https:// URL, or start it with DEPLOYSPHERE_ALLOW_LOCAL_PATHS=1)",
+        )),
+        LocalSources::AdminOnly { data_dir } | LocalSources::Everyone { data_dir } => Ok(data_dir),
+    }
+}
+
 /// A repository on the platform's machine: the admin's (unless every account may), and
 /// never inside the data folder, however the path is spelled.
 fn local_source_allowed(local: &LocalSources, is_admin: bool, url: &str) -> ApiResult<()> {
-    let data_dir = match local {
-        LocalSources::Never => {
-            return Err(ApiError::bad_request("git_url: must be an https:// URL"));
-        }
-        LocalSources::AdminOnly { .. } if !is_admin => {
-            return Err(ApiError::forbidden(
-                "git_url: local paths and file:// URLs are for the admin token only on this platform \
-                 (use an https:// URL, or start it with DEPLOYSPHERE_ALLOW_LOCAL_PATHS=1)",
-            ));
-        }
-        LocalSources::AdminOnly { data_dir } | LocalSources::Everyone { data_dir } => data_dir,
-    };
+    let data_dir = this_machine_allowed(local, is_admin)?;
     let path = std::path::Path::new(url.strip_prefix("file://").unwrap_or(url));
     // git may resolve `..` by itself, against folders that do not exist yet here.
     if path
@@ -188,8 +192,14 @@ pub async fn create_project(
     validate::project_name(&request.name)?;
     let name = request.name.trim();
     let source = validate::git_url(&request.git_url, state.config.local_sources.allowed())?;
-    if let validate::GitSource::Local(url) = &source {
-        local_source_allowed(&state.config.local_sources, auth.0.is_admin, url)?;
+    match &source {
+        validate::GitSource::Local(url) => {
+            local_source_allowed(&state.config.local_sources, auth.0.is_admin, url)?;
+        }
+        validate::GitSource::Remote(url) if validate::names_private_host(url) => {
+            this_machine_allowed(&state.config.local_sources, auth.0.is_admin)?;
+        }
+        validate::GitSource::Remote(_) => {}
     }
     if let Some(branch) = &request.branch {
         validate::git_ref("branch", branch)?;

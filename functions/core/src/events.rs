@@ -50,6 +50,13 @@ pub struct Limits {
     /// CPU quota in thousandths of a core (1000 = one core).
     pub cpu_millis: u64,
     pub max_processes: u64,
+    /// The most a fetch of the source may write (the pack git receives), in MiB.
+    #[serde(default = "default_fetch_mb")]
+    pub max_fetch_mb: u64,
+}
+
+fn default_fetch_mb() -> u64 {
+    2048
 }
 
 impl Default for Limits {
@@ -59,6 +66,7 @@ impl Default for Limits {
             memory_mb: 2048,
             cpu_millis: 2000,
             max_processes: 512,
+            max_fetch_mb: default_fetch_mb(),
         }
     }
 }
@@ -78,6 +86,11 @@ pub struct BuildSpec {
     pub env: BTreeMap<String, EnvVar>,
     #[serde(default)]
     pub limits: Limits,
+    /// The source may be fetched from this machine's loopback or a private network
+    /// (the local shape, for an account the local-paths rule trusts). Never set on
+    /// AWS, and the builder ignores it unless it runs in the local shape.
+    #[serde(default)]
+    pub private_network: bool,
 }
 
 /// One report of a build task, keyed by deployment id on `deployment-events`.

@@ -187,11 +187,7 @@ pub fn git_url(url: &str, allow_local: bool) -> Result<GitSource, InputError> {
         .or_else(|| allow_local.then(|| url.strip_prefix("http://")).flatten())
     {
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-        let host_port = authority.rsplit('@').next().unwrap_or("");
-        let host = match host_port.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(""),
-            None => host_port.split(':').next().unwrap_or(""),
-        };
+        let host = split_authority(authority).0;
         if host.is_empty() || rest.len() == authority.len() {
             return Err(InputError::new(
                 field,
@@ -223,6 +219,44 @@ pub fn git_url(url: &str, allow_local: bool) -> Result<GitSource, InputError> {
         field,
         "must be an https:// URL, e.g. https://github.com/owner/repo.git",
     ))
+}
+
+/// The host (without brackets) and the port, if given, of a URL's authority
+/// (`user:pass@host:port`).
+fn split_authority(authority: &str) -> (&str, Option<&str>) {
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']').unwrap_or((v6, ""));
+            (host, after.strip_prefix(':'))
+        }
+        None => match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    }
+}
+
+/// The host and port an `https://` or `http://` git URL connects to (443 or 80 when
+/// the URL names none); `None` for any other URL.
+pub fn remote_endpoint(url: &str) -> Option<(String, u16)> {
+    let (rest, default_port) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, 443),
+        None => (url.strip_prefix("http://")?, 80),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let (host, port) = split_authority(authority);
+    let port = match port {
+        None | Some("") => default_port,
+        Some(port) => port.parse().ok()?,
+    };
+    (!host.is_empty()).then(|| (host.trim_end_matches('.').to_ascii_lowercase(), port))
+}
+
+/// True when an `https://` or `http://` git URL names, as spelled, a host on this
+/// machine or a private network (locally such URLs follow the local-paths rule).
+pub fn names_private_host(url: &str) -> bool {
+    remote_endpoint(url).is_some_and(|(host, _)| is_private_host(&host))
 }
 
 fn is_private_host(host: &str) -> bool {
@@ -340,6 +374,32 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_endpoints_name_the_host_and_port_git_connects_to() {
+        let cases = [
+            ("https://github.com/a/b.git", Some(("github.com", 443))),
+            (
+                "http://git.example.com:8080/a.git",
+                Some(("git.example.com", 8080)),
+            ),
+            (
+                "https://user:p%40ss@Host.Example./r",
+                Some(("host.example", 443)),
+            ),
+            ("https://[::1]:8443/r.git", Some(("::1", 8443))),
+            ("https://[2001:db8::1]/r.git", Some(("2001:db8::1", 443))),
+            ("https://h:notaport/r.git", None),
+            ("file:///srv/repo", None),
+        ];
+        for (url, want) in cases {
+            let got = remote_endpoint(url);
+            assert_eq!(got.as_ref().map(|(h, p)| (h.as_str(), *p)), want, "{url}");
+        }
+        assert!(names_private_host("http://127.0.0.1:3000/r.git"));
+        assert!(names_private_host("http://gitea.local/r.git"));
+        assert!(!names_private_host("https://github.com/a/b.git"));
+    }
 
     #[test]
     fn slugs_are_dns_safe() {

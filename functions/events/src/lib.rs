@@ -67,6 +67,21 @@ pub struct SchedulerConfig {
     pub start_timeout_secs: i64,
     /// Limits applied to every build (a project's timeout overrides the wall clock).
     pub limits: Limits,
+    /// Whose builds may fetch their source from this machine or a private network.
+    pub private_sources: PrivateSources,
+}
+
+/// Whose builds may fetch from this machine's loopback or a private network: the
+/// local shape's rule for local paths, applied at the network by the builder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PrivateSources {
+    /// Nobody (AWS).
+    #[default]
+    Never,
+    /// The admin account's builds only (the local default).
+    AdminOnly,
+    /// Every account's (`DEPLOYSPHERE_ALLOW_LOCAL_PATHS=1`).
+    Everyone,
 }
 
 impl Default for SchedulerConfig {
@@ -77,6 +92,7 @@ impl Default for SchedulerConfig {
             max_queued_per_account: 25,
             start_timeout_secs: FIRST_GRANT_SECONDS,
             limits: Limits::default(),
+            private_sources: PrivateSources::Never,
         }
     }
 }
@@ -562,6 +578,13 @@ impl Deployments {
                 settings: project.build.clone(),
                 env: project.env.clone(),
                 limits,
+                private_network: match self.config.private_sources {
+                    PrivateSources::Never => false,
+                    PrivateSources::Everyone => true,
+                    PrivateSources::AdminOnly => {
+                        self.db.account_is_admin(project.account_id).await?
+                    }
+                },
             };
             let started = match self.new_build_grant(id, FIRST_GRANT_SECONDS).await {
                 Ok(grant) => self.launcher.launch(spec, &grant).await,

@@ -269,6 +269,10 @@ impl Settings {
             )?,
             max_queued_per_account: number("DEPLOYSPHERE_MAX_QUEUED_PER_ACCOUNT", "25")?,
             start_timeout_secs: number("DEPLOYSPHERE_BUILD_START_TIMEOUT", "1200")?,
+            limits: deploysphere_core::Limits {
+                max_fetch_mb: number("DEPLOYSPHERE_MAX_FETCH_MB", "2048")? as u64,
+                ..deploysphere_core::Limits::default()
+            },
             ..SchedulerConfig::default()
         };
         Ok(

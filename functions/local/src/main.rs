@@ -20,7 +20,7 @@ use deploysphere_adapters::pg::{self, Db};
 use deploysphere_adapters::s3::{ObjectStore, S3Config};
 use deploysphere_api::{ApiConfig, AppState, LocalSources, SitesConfig, hash_token, new_token};
 use deploysphere_core::{BuildCredentials, DeploymentState, Launcher};
-use deploysphere_events::{Deployments, SchedulerConfig};
+use deploysphere_events::{Deployments, PrivateSources, SchedulerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{error, info};
@@ -86,6 +86,9 @@ struct DevArgs {
     /// its slot freed.
     #[arg(long, env = "DEPLOYSPHERE_BUILD_START_TIMEOUT", default_value_t = 1200, value_parser = clap::value_parser!(i64).range(1..))]
     build_start_timeout: i64,
+    /// The most a build's fetch of its source may write, in MiB.
+    #[arg(long, env = "DEPLOYSPHERE_MAX_FETCH_MB", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..))]
+    max_fetch_mb: u64,
     /// Deployments one account may have waiting for a slot; more are refused (429).
     #[arg(long, env = "DEPLOYSPHERE_MAX_QUEUED_PER_ACCOUNT", default_value_t = 25, value_parser = clap::value_parser!(i64).range(1..))]
     max_queued_per_account: i64,
@@ -397,7 +400,15 @@ async fn run(
         max_concurrent_builds_per_account: args.max_builds_per_account.unwrap_or(args.max_builds),
         max_queued_per_account: args.max_queued_per_account,
         start_timeout_secs: args.build_start_timeout,
-        ..SchedulerConfig::default()
+        limits: deploysphere_core::Limits {
+            max_fetch_mb: args.max_fetch_mb,
+            ..deploysphere_core::Limits::default()
+        },
+        private_sources: if args.allow_local_paths {
+            PrivateSources::Everyone
+        } else {
+            PrivateSources::AdminOnly
+        },
     };
     let deployments =
         Deployments::new(db.clone(), launcher.clone() as Arc<dyn Launcher>, scheduler)
