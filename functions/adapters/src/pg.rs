@@ -33,6 +33,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_fair_scheduling",
         include_str!("../../../schemas/postgres/0005_fair_scheduling.sql"),
     ),
+    (
+        "0006_pinned_production",
+        include_str!("../../../schemas/postgres/0006_pinned_production.sql"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +180,9 @@ pub struct Project {
     pub env: BTreeMap<String, EnvVar>,
     pub created_at: DateTime<Utc>,
     pub production_deployment_id: Option<Uuid>,
+    /// Since when production is pinned (an explicit promote or rollback): READY
+    /// deployments no longer take the alias over.
+    pub production_pinned_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -198,7 +205,7 @@ pub struct Deployment {
     pub log_lines: Option<u64>,
 }
 
-const PROJECT_COLUMNS: &str = "p.id, p.account_id, p.name, p.slug, p.git_url, p.branch, p.build, p.env, p.created_at, a.deployment_id";
+const PROJECT_COLUMNS: &str = "p.id, p.account_id, p.name, p.slug, p.git_url, p.branch, p.build, p.env, p.created_at, a.deployment_id, a.pinned_at";
 const PROJECT_FROM: &str = "projects p LEFT JOIN aliases a ON a.project_id = p.id";
 const DEPLOYMENT_COLUMNS: &str = "d.id, d.project_id, d.account_id, p.slug, d.git_ref, d.state, d.commit_sha, d.error, d.manifest_key, d.created_at, d.started_at, d.ready_at, d.finished_at, (a.deployment_id IS NOT NULL AND a.deployment_id = d.id), d.log_lines";
 const DEPLOYMENT_FROM: &str = "deployments d JOIN projects p ON p.id = d.project_id LEFT JOIN aliases a ON a.project_id = d.project_id";
@@ -219,6 +226,7 @@ fn project_from_row(row: &Row) -> DbResult<Project> {
             .map_err(|e| DbError::Corrupt(format!("projects.env: {e}")))?,
         created_at: row.get(8),
         production_deployment_id: row.get(9),
+        production_pinned_at: row.get(10),
     })
 }
 
@@ -359,6 +367,7 @@ impl Db {
             env: env.clone(),
             created_at: row.get(0),
             production_deployment_id: None,
+            production_pinned_at: None,
         })
     }
 
@@ -550,7 +559,8 @@ impl Db {
                 .execute(
                     "INSERT INTO aliases (project_id, deployment_id) VALUES ($1, $2)
                      ON CONFLICT (project_id) DO UPDATE SET deployment_id = EXCLUDED.deployment_id, updated_at = clock_timestamp()
-                     WHERE (SELECT created_at FROM deployments WHERE id = aliases.deployment_id)
+                     WHERE aliases.pinned_at IS NULL
+                       AND (SELECT created_at FROM deployments WHERE id = aliases.deployment_id)
                          < (SELECT created_at FROM deployments WHERE id = EXCLUDED.deployment_id)",
                     &[&project_id, &id],
                 )
@@ -666,15 +676,25 @@ impl Db {
     }
 
     /// Points the production alias at a READY deployment of the project (rollback or
-    /// roll-forward, no rebuild). Returns false when it is not a READY deployment of it.
-    pub async fn promote(&self, project_id: Uuid, deployment_id: Uuid) -> DbResult<bool> {
+    /// roll-forward, no rebuild), pinned (later READY deployments leave it alone) or
+    /// not (they take it over again). Returns false when it is not a READY deployment
+    /// of the project. A READY transition racing it serializes on the alias row: the
+    /// promote wins whichever commits first.
+    pub async fn promote(
+        &self,
+        project_id: Uuid,
+        deployment_id: Uuid,
+        pin: bool,
+    ) -> DbResult<bool> {
         let client = self.pool.get().await?;
         let changed = client
             .execute(
-                "INSERT INTO aliases (project_id, deployment_id)
-                 SELECT project_id, id FROM deployments WHERE id = $2 AND project_id = $1 AND state = 'READY'
-                 ON CONFLICT (project_id) DO UPDATE SET deployment_id = EXCLUDED.deployment_id, updated_at = clock_timestamp()",
-                &[&project_id, &deployment_id],
+                "INSERT INTO aliases (project_id, deployment_id, pinned_at)
+                 SELECT project_id, id, CASE WHEN $3 THEN clock_timestamp() END FROM deployments
+                 WHERE id = $2 AND project_id = $1 AND state = 'READY'
+                 ON CONFLICT (project_id) DO UPDATE SET deployment_id = EXCLUDED.deployment_id,
+                     pinned_at = EXCLUDED.pinned_at, updated_at = clock_timestamp()",
+                &[&project_id, &deployment_id, &pin],
             )
             .await?;
         Ok(changed == 1)

@@ -395,6 +395,9 @@ pub async fn cancel_deployment(
 #[serde(deny_unknown_fields)]
 struct Promote {
     deployment_id: String,
+    /// Keep production on this deployment (the default, as after a rollback), or let
+    /// READY deployments take production over again (`false`).
+    pin: Option<bool>,
 }
 
 pub async fn promote(
@@ -419,7 +422,12 @@ pub async fn promote(
             deployment.state
         )));
     }
-    if !state.deployments.promote(project.id, deployment.id).await? {
+    let pin = request.pin.unwrap_or(true);
+    if !state
+        .deployments
+        .promote(project.id, deployment.id, pin)
+        .await?
+    {
         return Err(ApiError::conflict("deployment is no longer READY"));
     }
     let project = owned_project(&state, &auth, &id).await?;

@@ -32,6 +32,9 @@ pub struct ProjectView {
     pub build: BuildSettings,
     pub env: BTreeMap<String, EnvView>,
     pub production_deployment_id: Option<String>,
+    /// Since when production is pinned to its deployment (after a promote or
+    /// rollback); `null` while READY deployments move it.
+    pub production_pinned_at: Option<String>,
     pub created_at: String,
 }
 
@@ -60,6 +63,7 @@ impl ProjectView {
                 })
                 .collect(),
             production_deployment_id: project.production_deployment_id.map(|id| id.to_string()),
+            production_pinned_at: project.production_pinned_at.as_ref().map(rfc3339),
             created_at: rfc3339(&project.created_at),
         }
     }

@@ -313,8 +313,13 @@ impl Deployments {
 
     /// Points a project's production alias at one of its READY deployments (rollback
     /// or roll-forward); false when it is not one.
-    pub async fn promote(&self, project_id: Uuid, deployment_id: Uuid) -> Result<bool, EventError> {
-        if !self.db.promote(project_id, deployment_id).await? {
+    pub async fn promote(
+        &self,
+        project_id: Uuid,
+        deployment_id: Uuid,
+        pin: bool,
+    ) -> Result<bool, EventError> {
+        if !self.db.promote(project_id, deployment_id, pin).await? {
             return Ok(false);
         }
         if let (Some(edge), Some(deployment)) =
