@@ -25,6 +25,8 @@ pub struct Platform {
     pub redis_url: String,
     pub ws_url: String,
     pub s3: S3Config,
+    ports: Vec<u16>,
+    options: Options,
     /// Held open for the life of the test process: the platform stops when it closes.
     _stdin: Mutex<ChildStdin>,
     _child: Mutex<Child>,
@@ -130,18 +132,21 @@ fn start(options: &Options) -> Platform {
     }
 }
 
-/// One start; the platform's log when it exits before it is ready.
-fn start_once(bin: &Path, options: &Options) -> Result<Platform, String> {
-    let dir = tempfile::Builder::new()
-        .prefix("deploysphere-e2e-")
-        .tempdir_in("/tmp")
-        .expect("temp dir");
-    let home = dir.path().join("home");
-    let ports: Vec<u16> = (0..9).map(|_| free_port()).collect();
+/// Starts `deploysphere dev` on `home` and `ports` and waits until it is ready; the
+/// platform's log (in `dir`, as `log_name`) when it exits before that.
+fn run_platform(
+    bin: &Path,
+    dir: &Path,
+    home: &Path,
+    ports: &[u16],
+    options: &Options,
+    log_name: &str,
+) -> Result<(Child, ChildStdin), String> {
+    let log_path = dir.join(log_name);
     let mut child = Command::new(bin)
         .arg("dev")
         .arg("--home")
-        .arg(&home)
+        .arg(home)
         .args(["--api-port", &ports[0].to_string()])
         .args(["--router-port", &ports[1].to_string()])
         .args(["--postgres-port", &ports[2].to_string()])
@@ -163,7 +168,7 @@ fn start_once(bin: &Path, options: &Options) -> Result<Platform, String> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(
-            std::fs::File::create(dir.path().join("platform.log")).expect("log file"),
+            std::fs::File::create(&log_path).expect("log file"),
         ))
         .spawn()
         .expect("start deploysphere dev");
@@ -183,7 +188,7 @@ fn start_once(bin: &Path, options: &Options) -> Result<Platform, String> {
         }
     });
     if let Err(waited) = rx.recv_timeout(Duration::from_secs(180)) {
-        let log = || std::fs::read_to_string(dir.path().join("platform.log")).unwrap_or_default();
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
         if waited == std::sync::mpsc::RecvTimeoutError::Disconnected {
             // It exited: wait for its last words.
             let status = child.wait();
@@ -195,6 +200,53 @@ fn start_once(bin: &Path, options: &Options) -> Result<Platform, String> {
             log()
         );
     }
+    Ok((child, stdin))
+}
+
+impl Platform {
+    /// Kills the platform process with SIGKILL, as a crash would (its servers stop
+    /// with it), and starts it again on the same data folder and ports.
+    pub fn kill_and_restart(&self) {
+        let mut child = self._child.lock().expect("child lock");
+        send_signal(child.id() as i32, 9);
+        let _ = child.wait();
+        // Its servers stop when it dies (parent-death signal): wait for their ports.
+        let start = Instant::now();
+        while self
+            .ports
+            .iter()
+            .any(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok())
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the killed platform's servers still listen"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let bin = target_dir().join("deploysphere");
+        let (new_child, stdin) = run_platform(
+            &bin,
+            self._dir.path(),
+            &self.home,
+            &self.ports,
+            &self.options,
+            "platform-restarted.log",
+        )
+        .unwrap_or_else(|log| panic!("the platform did not start again; its log:\n{log}"));
+        *child = new_child;
+        *self._stdin.lock().expect("stdin lock") = stdin;
+    }
+}
+
+/// One start; the platform's log when it exits before it is ready.
+fn start_once(bin: &Path, options: &Options) -> Result<Platform, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("deploysphere-e2e-")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    let home = dir.path().join("home");
+    let ports: Vec<u16> = (0..9).map(|_| free_port()).collect();
+    let (child, stdin) = run_platform(bin, dir.path(), &home, &ports, options, "platform.log")?;
     let info: Value =
         serde_json::from_slice(&std::fs::read(home.join("platform.json")).expect("platform.json"))
             .expect("platform.json is JSON");
@@ -224,6 +276,8 @@ fn start_once(bin: &Path, options: &Options) -> Result<Platform, String> {
             .expect("clickhouse_url")
             .to_string(),
         s3,
+        ports,
+        options: options.clone(),
         _stdin: Mutex::new(stdin),
         _child: Mutex::new(child),
         _dir: dir,

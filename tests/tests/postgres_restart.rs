@@ -136,7 +136,11 @@ async fn a_build_survives_a_postgres_restart_and_the_api_answers_503_meanwhile()
         .as_array()
         .map(|p| p.iter().filter_map(|p| p["name"].as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(names, ["pg restart"], "the request during the outage created nothing");
+    assert_eq!(
+        names,
+        ["pg restart"],
+        "the request during the outage created nothing"
+    );
 
     assert_slow_build_complete(&api, id, 2000).await;
     let done = api.get(&format!("/v1/deployments/{id}")).await.body;

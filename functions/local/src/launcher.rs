@@ -105,7 +105,7 @@ fn kill_build(running: &Mutex<HashMap<String, u32>>, deployment_id: &str) {
 }
 
 /// Removes the build's cgroups; true when none is left.
-fn remove_cgroups(deployment_id: &str) -> bool {
+pub fn remove_cgroups(deployment_id: &str) -> bool {
     let mut all_gone = true;
     for dir in [
         format!("/sys/fs/cgroup/pids/deploysphere/{deployment_id}"),
@@ -136,7 +136,8 @@ impl Launcher for LocalLauncher {
         let log = std::fs::File::create(self.logs_dir.join(format!("{id}.log")))
             .map_err(|e| LaunchError(e.to_string()))?;
         let log_err = log.try_clone().map_err(|e| LaunchError(e.to_string()))?;
-        let mut child = Command::new(&self.builder_bin)
+        let mut command = Command::new(&self.builder_bin);
+        command
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -145,7 +146,20 @@ impl Launcher for LocalLauncher {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
-            .process_group(0)
+            .process_group(0);
+        // A build dies with the platform (its sandbox with it: bwrap runs with
+        // --die-with-parent), so none runs on unwatched after a crash; the next start
+        // fails it with a clear reason and its slot is free.
+        // SAFETY: prctl(2) is async-signal-safe and touches only the child.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command
             .spawn()
             .map_err(|e| LaunchError(format!("{}: {e}", self.builder_bin.display())))?;
         let pid = child.id().unwrap_or(0);

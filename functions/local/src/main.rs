@@ -425,6 +425,8 @@ async fn run(
             )
             .await;
         deployments.build_ended(&id.to_string()).await;
+        // Its processes died with the platform; their cgroups stay until removed.
+        launcher::remove_cgroups(&id.to_string());
     }
 
     let token = admin_token(&db, home).await?;
