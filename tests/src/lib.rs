@@ -25,6 +25,8 @@ pub struct Platform {
     pub redis_url: String,
     pub ws_url: String,
     pub s3: S3Config,
+    /// Where builds' work folders live.
+    pub builds_dir: PathBuf,
     ports: Vec<u16>,
     options: Options,
     /// Held open for the life of the test process: the platform stops when it closes.
@@ -276,6 +278,7 @@ fn start_once(bin: &Path, options: &Options) -> Result<Platform, String> {
             .expect("clickhouse_url")
             .to_string(),
         s3,
+        builds_dir: PathBuf::from(info["builds_dir"].as_str().expect("builds_dir")),
         ports,
         options: options.clone(),
         _stdin: Mutex::new(stdin),

@@ -144,6 +144,31 @@ pub async fn run(spec: &BuildSpec, config: &BuilderConfig) -> anyhow::Result<boo
     Ok(succeeded)
 }
 
+/// When the disk that holds `path` is (nearly) full, why a step that failed there
+/// failed: "; the disk of the build folder is full (No space left on device: …)".
+fn disk_full_note(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return String::new();
+    };
+    // SAFETY: statvfs(3) writes only into the struct it is given.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
+        return String::new();
+    }
+    let block = stat.f_frsize as u64;
+    let free = stat.f_bavail as u64 * block;
+    let total = stat.f_blocks as u64 * block;
+    if free >= 1024 * 1024 {
+        return String::new();
+    }
+    format!(
+        "; the disk of the build folder is full (No space left on device: {} KiB free of {} MiB)",
+        free / 1024,
+        total / (1024 * 1024)
+    )
+}
+
 async fn build(
     spec: &BuildSpec,
     config: &BuilderConfig,
@@ -176,12 +201,18 @@ async fn build(
         },
     )
     .await
-    .map_err(|e| fail(format!("could not clone the repository: {e}")))?
     .map_err(|e| {
         fail(format!(
-            "could not clone {} at {}: {e}",
+            "could not clone the repository: {e}{}",
+            disk_full_note(work)
+        ))
+    })?
+    .map_err(|e| {
+        fail(format!(
+            "could not clone {} at {}: {e}{}",
             validate::redact_url(source.url()),
-            spec.git_ref
+            spec.git_ref,
+            disk_full_note(work)
         ))
     })?;
     reporter
@@ -275,8 +306,18 @@ async fn build(
                         ))
                         .await;
                 }
-                Ok((exit, _)) => return Err(fail(format!("the {name} command {exit}"))),
-                Err(e) => return Err(fail(format!("the {name} command could not run: {e}"))),
+                Ok((exit, _)) => {
+                    return Err(fail(format!(
+                        "the {name} command {exit}{}",
+                        disk_full_note(work)
+                    )));
+                }
+                Err(e) => {
+                    return Err(fail(format!(
+                        "the {name} command could not run: {e}{}",
+                        disk_full_note(work)
+                    )));
+                }
             }
         }
     }

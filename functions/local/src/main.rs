@@ -529,6 +529,7 @@ async fn run(
         "redis_url": format!("redis://127.0.0.1:{}", args.redis_port),
         "kafka_brokers": brokers,
         "clickhouse_url": clickhouse_url,
+        "builds_dir": services::builds_dir(home),
         "s3": {"endpoint": s3_config.endpoint, "bucket": S3_BUCKET, "access_key": S3_ACCESS_KEY, "secret_key": s3_secret},
     });
     write_private(
