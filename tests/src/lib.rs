@@ -206,6 +206,24 @@ fn run_platform(
 }
 
 impl Platform {
+    /// The `deploysphere dev` process.
+    pub fn pid(&self) -> u32 {
+        self._child.lock().expect("child lock").id()
+    }
+
+    /// Its resident memory now, in bytes (its in-process S3 server and router
+    /// included).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    }
+
     /// Kills the platform process with SIGKILL, as a crash would (its servers stop
     /// with it), and starts it again on the same data folder and ports.
     pub fn kill_and_restart(&self) {

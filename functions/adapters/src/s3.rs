@@ -20,6 +20,10 @@ pub struct S3Config {
     pub session_token: Option<String>,
 }
 
+/// An object's bytes, chunk by chunk.
+pub type ObjectStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("object store: {0}")]
@@ -235,6 +239,34 @@ impl ObjectStore {
         };
         let body = output.body.collect().await.map_err(service_error(key))?;
         Ok(Some(body.into_bytes()))
+    }
+
+    /// An object's bytes as a stream, all of them or bytes `start..=end` (never held
+    /// in memory whole: a site may hold files of gigabytes). `None` when it is absent.
+    pub async fn get_stream(
+        &self,
+        key: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<Option<ObjectStream>, StoreError> {
+        let output = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_range(range.map(|(start, end)| format!("bytes={start}-{end}")))
+            .send()
+            .await
+        {
+            Ok(output) => output,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(StoreError::Service(format!("get {key}: {e:?}"))),
+        };
+        let stream = futures::stream::unfold(output.body, |mut body| async move {
+            body.next()
+                .await
+                .map(|chunk| (chunk.map_err(std::io::Error::other), body))
+        });
+        Ok(Some(Box::pin(stream)))
     }
 
     pub async fn put_manifest(&self, manifest: &Manifest) -> Result<String, StoreError> {

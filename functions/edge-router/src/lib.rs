@@ -232,6 +232,69 @@ impl Decision {
     }
 }
 
+/// Which bytes of a file a GET with `Range` asks for (RFC 9110 §14; one range, as S3
+/// and CloudFront serve: a request for several gets the whole file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// 200 with the whole file (no `Range`, one this router ignores, or an `If-Range`
+    /// that no longer matches).
+    Full,
+    /// 206 with bytes `start..=end`.
+    Partial { start: u64, end: u64 },
+    /// 416: the range starts past the end of the file.
+    Unsatisfiable,
+}
+
+/// Reads `Range` (and `If-Range`, against the file's `etag`) for a file of `size`
+/// bytes.
+pub fn byte_range(range: Option<&str>, if_range: Option<&str>, etag: &str, size: u64) -> ByteRange {
+    let Some(spec) = range.and_then(|r| r.trim().strip_prefix("bytes=")) else {
+        return ByteRange::Full;
+    };
+    if if_range.is_some_and(|tag| tag.trim() != etag) || spec.contains(',') {
+        return ByteRange::Full;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return ByteRange::Full;
+    };
+    let number = |text: &str| text.trim().parse::<u64>().ok();
+    match (first.trim().is_empty(), last.trim().is_empty()) {
+        // `-n`: the last n bytes.
+        (true, false) => match number(last) {
+            Some(0) => ByteRange::Unsatisfiable,
+            Some(_) if size == 0 => ByteRange::Unsatisfiable,
+            Some(n) => ByteRange::Partial {
+                start: size - n.min(size),
+                end: size - 1,
+            },
+            None => ByteRange::Full,
+        },
+        // `a-` or `a-b`.
+        (false, open) => {
+            let Some(start) = number(first) else {
+                return ByteRange::Full;
+            };
+            let end = if open {
+                u64::MAX
+            } else {
+                match number(last) {
+                    Some(end) if end >= start => end,
+                    _ => return ByteRange::Full,
+                }
+            };
+            if start >= size {
+                ByteRange::Unsatisfiable
+            } else {
+                ByteRange::Partial {
+                    start,
+                    end: end.min(size - 1),
+                }
+            }
+        }
+        (true, true) => ByteRange::Full,
+    }
+}
+
 /// Step 0, before any lookup: the method and the host. `Ok` is the host's label (the
 /// key of its route: `slug` or `slug-shortid`).
 pub fn decide_host(method: &str, host: &str, domain: &str) -> Result<String, Decision> {
@@ -288,6 +351,32 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_ranges_follow_rfc_9110() {
+        use ByteRange::*;
+        let tag = "\"abc\"";
+        let cases: &[(Option<&str>, Option<&str>, u64, ByteRange)] = &[
+            (None, None, 100, Full),
+            (Some("bytes=0-9"), None, 100, Partial { start: 0, end: 9 }),
+            (Some("bytes=90-"), None, 100, Partial { start: 90, end: 99 }),
+            (Some("bytes=90-500"), None, 100, Partial { start: 90, end: 99 }),
+            (Some("bytes=-10"), None, 100, Partial { start: 90, end: 99 }),
+            (Some("bytes=-500"), None, 100, Partial { start: 0, end: 99 }),
+            (Some("bytes=100-"), None, 100, Unsatisfiable),
+            (Some("bytes=-0"), None, 100, Unsatisfiable),
+            (Some("bytes=0-0"), None, 0, Unsatisfiable),
+            (Some("bytes=9-2"), None, 100, Full),
+            (Some("bytes=0-1,5-6"), None, 100, Full),
+            (Some("items=0-1"), None, 100, Full),
+            (Some("bytes=x-1"), None, 100, Full),
+            (Some("bytes=0-9"), Some("\"abc\""), 100, Partial { start: 0, end: 9 }),
+            (Some("bytes=0-9"), Some("\"old\""), 100, Full),
+        ];
+        for (range, if_range, size, want) in cases {
+            assert_eq!(byte_range(*range, *if_range, tag, *size), *want, "{range:?} {if_range:?} {size}");
+        }
+    }
 
     fn entry(blob: &str) -> ManifestEntry {
         ManifestEntry {

@@ -23,10 +23,29 @@ use tokio::sync::mpsc;
 
 /// API Gateway's limit for one PostToConnection payload.
 pub const MAX_POST_BYTES: usize = 128 * 1024;
+/// What one connection may have waiting to be written to its client. A client that
+/// reads slower than its logs arrive reaches it and is dropped (close code 1008, then
+/// 410 Gone to the pusher, as API Gateway does for a connection that is gone), so a
+/// slow or stalled client cannot make the gateway hold a build's whole log.
+pub const MAX_QUEUED_BYTES: usize = 4 * 1024 * 1024;
+/// How long a dropped slow client gets to take its close frame.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct Connection {
     tx: mpsc::UnboundedSender<Message>,
+    /// Bytes sent to `tx` and not yet written to the socket.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// Tells the writer to close the connection now (slow consumer).
+    kick: Arc<tokio::sync::Notify>,
     connected_at: String,
+}
+
+fn message_len(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) => bytes.len(),
+        _ => 0,
+    }
 }
 
 #[derive(Clone)]
@@ -116,6 +135,8 @@ async fn upgrade(
 async fn session(gateway: Gateway, connection_id: String, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let kick = Arc::new(tokio::sync::Notify::new());
     gateway
         .connections
         .lock()
@@ -124,16 +145,35 @@ async fn session(gateway: Gateway, connection_id: String, socket: WebSocket) {
             connection_id.clone(),
             Connection {
                 tx,
+                queued: queued.clone(),
+                kick: kick.clone(),
                 connected_at: now(),
             },
         );
     let writer = tokio::spawn(async move {
-        while let Some(message) = rx.recv().await {
+        loop {
+            let message = tokio::select! {
+                message = rx.recv() => message,
+                _ = kick.notified() => break,
+            };
+            let Some(message) = message else { return };
+            let len = message_len(&message);
             let closing = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || closing {
-                break;
+            let sent = tokio::select! {
+                sent = sink.send(message) => sent.is_ok(),
+                _ = kick.notified() => break,
+            };
+            queued.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+            if !sent || closing {
+                return;
             }
         }
+        // Dropped as a slow consumer: say why, if the client takes it in time.
+        let frame = axum::extract::ws::CloseFrame {
+            code: 1008,
+            reason: "the client read too slowly: more than 4 MiB waited for it".into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
     });
     while let Some(Ok(message)) = stream.next().await {
         let body = match message {
@@ -193,10 +233,25 @@ async fn post(State(gateway): State<Gateway>, Path(id): Path<String>, body: Byte
         )
             .into_response();
     }
-    let connections = gateway.connections.lock().expect("connections lock");
+    let mut connections = gateway.connections.lock().expect("connections lock");
     let Some(connection) = connections.get(&id) else {
         return gone();
     };
+    let len = body.len();
+    let queued = connection
+        .queued
+        .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+    if queued + len > MAX_QUEUED_BYTES {
+        tracing::warn!(
+            connection_id = %id,
+            queued,
+            "websocket client reads too slowly: dropped"
+        );
+        if let Some(connection) = connections.remove(&id) {
+            connection.kick.notify_one();
+        }
+        return gone();
+    }
     let message = match String::from_utf8(body.to_vec()) {
         Ok(text) => Message::Text(text.into()),
         Err(_) => Message::Binary(body),

@@ -15,7 +15,8 @@ use deploysphere_adapters::s3::ObjectStore;
 use deploysphere_core::Manifest;
 use deploysphere_core::manifest::blob_key;
 use deploysphere_edge_router::{
-    Decision, HostTarget, RouteOptions, decide, decide_host, messages, parse_host,
+    ByteRange, Decision, HostTarget, RouteOptions, byte_range, decide, decide_host, messages,
+    parse_host,
 };
 
 /// How long a host -> deployment answer is reused: alias moves show within this time.
@@ -105,10 +106,29 @@ impl Sites {
         Ok(manifest)
     }
 
-    /// Step 4: a blob's bytes (content-addressed, so cached without expiry).
-    async fn blob(&self, sha: &str) -> Result<Bytes, Response> {
+    /// Step 4: a blob's bytes, all or `range`: from memory when the blob is small
+    /// (content-addressed, so cached without expiry), else streamed from S3 and never
+    /// held whole.
+    async fn blob(&self, sha: &str, size: u64, range: Option<(u64, u64)>) -> Result<Body, Response> {
+        let unavailable = || plain(StatusCode::BAD_GATEWAY, messages::UNAVAILABLE);
+        let slice = |bytes: Bytes| match range {
+            Some((start, end)) => bytes.slice(start as usize..=end as usize),
+            None => bytes,
+        };
         if let Some(bytes) = self.blobs.lock().expect("blobs lock").1.get(sha) {
-            return Ok(bytes.clone());
+            return Ok(Body::from(slice(bytes.clone())));
+        }
+        if size > BLOB_CACHE_MAX_FILE as u64 {
+            let stream = self
+                .store
+                .get_stream(&blob_key(sha), range)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "blob fetch failed");
+                    unavailable()
+                })?
+                .ok_or_else(unavailable)?;
+            return Ok(Body::from_stream(stream));
         }
         let bytes = self
             .store
@@ -116,22 +136,22 @@ impl Sites {
             .await
             .ok()
             .flatten()
-            .ok_or_else(|| plain(StatusCode::BAD_GATEWAY, messages::UNAVAILABLE))?;
-        if bytes.len() <= BLOB_CACHE_MAX_FILE {
-            let mut cache = self.blobs.lock().expect("blobs lock");
-            if cache.0 + bytes.len() > BLOB_CACHE_BYTES {
-                cache.1.clear();
-                cache.0 = 0;
-            }
-            cache.0 += bytes.len();
-            cache.1.insert(sha.to_string(), bytes.clone());
+            .filter(|bytes| bytes.len() as u64 == size)
+            .ok_or_else(unavailable)?;
+        let mut cache = self.blobs.lock().expect("blobs lock");
+        if cache.0 + bytes.len() > BLOB_CACHE_BYTES {
+            cache.1.clear();
+            cache.0 = 0;
         }
-        Ok(bytes)
+        cache.0 += bytes.len();
+        cache.1.insert(sha.to_string(), bytes.clone());
+        drop(cache);
+        Ok(Body::from(slice(bytes)))
     }
 }
 
 fn plain(status: StatusCode, text: &str) -> Response {
-    respond(Decision::plain(status.as_u16(), text), None)
+    respond(Decision::plain(status.as_u16(), text), None, None)
 }
 
 pub async fn serve_site(
@@ -158,7 +178,7 @@ async fn route(
         .and_then(|h| h.to_str().ok())
         .or_else(|| uri.host())
         .unwrap_or("");
-    decide_host(method.as_str(), host, &sites.domain).map_err(|d| respond(d, None))?;
+    decide_host(method.as_str(), host, &sites.domain).map_err(|d| respond(d, None, None))?;
     let (deployment_id, manifest_key) = sites
         .deployment_for(host)
         .await?
@@ -175,27 +195,79 @@ async fn route(
         &manifest,
         &RouteOptions::default(),
     );
-    let bytes = match &decision {
-        Decision::File {
-            blob, body: true, ..
-        } => Some(sites.blob(blob).await?),
-        _ => None,
+    let Decision::File {
+        status: 200,
+        blob,
+        size,
+        body: true,
+        headers: file_headers,
+    } = &decision
+    else {
+        // HEAD, 304, a custom 404 page, a plain answer.
+        let body = match &decision {
+            Decision::File {
+                blob,
+                size,
+                body: true,
+                ..
+            } => Some(sites.blob(blob, *size, None).await?),
+            _ => None,
+        };
+        return Ok(respond(decision, body, None));
     };
-    Ok(respond(decision, bytes))
+    let etag = file_headers
+        .iter()
+        .find(|(name, _)| name == "etag")
+        .map(|(_, value)| value.as_str())
+        .unwrap_or_default();
+    let header_text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    match byte_range(
+        header_text(header::RANGE),
+        header_text(header::IF_RANGE),
+        etag,
+        *size,
+    ) {
+        ByteRange::Full => {
+            let body = sites.blob(blob, *size, None).await?;
+            Ok(respond(decision, Some(body), None))
+        }
+        ByteRange::Partial { start, end } => {
+            let body = sites.blob(blob, *size, Some((start, end))).await?;
+            Ok(respond(decision, Some(body), Some((start, end))))
+        }
+        ByteRange::Unsatisfiable => Ok(Response::builder()
+            .status(StatusCode::RANGE_NOT_SATISFIABLE)
+            .header(header::CONTENT_RANGE, format!("bytes */{size}"))
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Body::from("the requested range starts past the end of the file\n"))
+            .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, messages::UNAVAILABLE))),
+    }
 }
 
-/// The HTTP response for a decision; `bytes` is the file's content when it has a body.
-fn respond(decision: Decision, bytes: Option<Bytes>) -> Response {
-    let mut builder = Response::builder().status(
-        StatusCode::from_u16(decision.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-    );
+/// The HTTP response for a decision; `body` is the file's content when it has one,
+/// `range` the bytes of it that `body` holds (a 206).
+fn respond(decision: Decision, body: Option<Body>, range: Option<(u64, u64)>) -> Response {
+    let status = match range {
+        Some(_) => StatusCode::PARTIAL_CONTENT,
+        None => StatusCode::from_u16(decision.status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    };
+    let mut builder = Response::builder().status(status);
     for (name, value) in decision.headers() {
         builder = builder.header(name.as_str(), value.as_str());
     }
     let body = match decision {
         Decision::File { size, .. } => {
-            builder = builder.header(header::CONTENT_LENGTH, size);
-            bytes.map(Body::from).unwrap_or_else(Body::empty)
+            builder = builder.header(header::ACCEPT_RANGES, "bytes");
+            match range {
+                Some((start, end)) => {
+                    builder = builder
+                        .header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"))
+                        .header(header::CONTENT_LENGTH, end - start + 1);
+                }
+                None => builder = builder.header(header::CONTENT_LENGTH, size),
+            }
+            body.unwrap_or_else(Body::empty)
         }
         Decision::NotModified { .. } => Body::empty(),
         Decision::Plain { message, .. } => Body::from(message),
