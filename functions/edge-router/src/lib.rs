@@ -360,7 +360,12 @@ mod tests {
             (None, None, 100, Full),
             (Some("bytes=0-9"), None, 100, Partial { start: 0, end: 9 }),
             (Some("bytes=90-"), None, 100, Partial { start: 90, end: 99 }),
-            (Some("bytes=90-500"), None, 100, Partial { start: 90, end: 99 }),
+            (
+                Some("bytes=90-500"),
+                None,
+                100,
+                Partial { start: 90, end: 99 },
+            ),
             (Some("bytes=-10"), None, 100, Partial { start: 90, end: 99 }),
             (Some("bytes=-500"), None, 100, Partial { start: 0, end: 99 }),
             (Some("bytes=100-"), None, 100, Unsatisfiable),
@@ -370,11 +375,20 @@ mod tests {
             (Some("bytes=0-1,5-6"), None, 100, Full),
             (Some("items=0-1"), None, 100, Full),
             (Some("bytes=x-1"), None, 100, Full),
-            (Some("bytes=0-9"), Some("\"abc\""), 100, Partial { start: 0, end: 9 }),
+            (
+                Some("bytes=0-9"),
+                Some("\"abc\""),
+                100,
+                Partial { start: 0, end: 9 },
+            ),
             (Some("bytes=0-9"), Some("\"old\""), 100, Full),
         ];
         for (range, if_range, size, want) in cases {
-            assert_eq!(byte_range(*range, *if_range, tag, *size), *want, "{range:?} {if_range:?} {size}");
+            assert_eq!(
+                byte_range(*range, *if_range, tag, *size),
+                *want,
+                "{range:?} {if_range:?} {size}"
+            );
         }
     }
 

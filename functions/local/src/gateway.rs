@@ -175,33 +175,44 @@ async fn session(gateway: Gateway, connection_id: String, socket: WebSocket) {
         };
         let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(Message::Close(Some(frame)))).await;
     });
-    while let Some(Ok(message)) = stream.next().await {
-        let body = match message {
-            Message::Text(text) => text.to_string(),
-            Message::Binary(bytes) => String::from_utf8_lossy(&bytes).to_string(),
-            Message::Close(_) => break,
-            _ => continue,
-        };
-        // Route selection as API Gateway's `$request.body.action`.
-        let action = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["action"].as_str().map(str::to_string));
-        let route = match action.as_deref() {
-            Some("subscribe") => "subscribe",
-            _ => "$default",
-        };
-        let request = event(route, "MESSAGE", &connection_id, json!({"body": body}));
-        let ctx = gateway.ctx.clone();
-        tokio::spawn(async move {
-            handle(&ctx, request).await;
-        });
+    let mut writer = writer;
+    let reading = async {
+        while let Some(Ok(message)) = stream.next().await {
+            let body = match message {
+                Message::Text(text) => text.to_string(),
+                Message::Binary(bytes) => String::from_utf8_lossy(&bytes).to_string(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            // Route selection as API Gateway's `$request.body.action`.
+            let action = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["action"].as_str().map(str::to_string));
+            let route = match action.as_deref() {
+                Some("subscribe") => "subscribe",
+                _ => "$default",
+            };
+            let request = event(route, "MESSAGE", &connection_id, json!({"body": body}));
+            let ctx = gateway.ctx.clone();
+            tokio::spawn(async move {
+                handle(&ctx, request).await;
+            });
+        }
+    };
+    // The connection ends when the client leaves, or when the writer ends (the
+    // client closed, or it was dropped as too slow: then the socket closes here, even
+    // in the middle of a frame).
+    tokio::select! {
+        _ = reading => {}
+        _ = &mut writer => {}
     }
+    writer.abort();
+    drop(stream);
     gateway
         .connections
         .lock()
         .expect("connections lock")
         .remove(&connection_id);
-    writer.abort();
     handle(
         &gateway.ctx,
         event("$disconnect", "DISCONNECT", &connection_id, json!({})),

@@ -109,7 +109,12 @@ impl Sites {
     /// Step 4: a blob's bytes, all or `range`: from memory when the blob is small
     /// (content-addressed, so cached without expiry), else streamed from S3 and never
     /// held whole.
-    async fn blob(&self, sha: &str, size: u64, range: Option<(u64, u64)>) -> Result<Body, Response> {
+    async fn blob(
+        &self,
+        sha: &str,
+        size: u64,
+        range: Option<(u64, u64)>,
+    ) -> Result<Body, Response> {
         let unavailable = || plain(StatusCode::BAD_GATEWAY, messages::UNAVAILABLE);
         let slice = |bytes: Bytes| match range {
             Some((start, end)) => bytes.slice(start as usize..=end as usize),
@@ -239,7 +244,9 @@ async fn route(
             .status(StatusCode::RANGE_NOT_SATISFIABLE)
             .header(header::CONTENT_RANGE, format!("bytes */{size}"))
             .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-            .body(Body::from("the requested range starts past the end of the file\n"))
+            .body(Body::from(
+                "the requested range starts past the end of the file\n",
+            ))
             .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, messages::UNAVAILABLE))),
     }
 }
@@ -249,8 +256,9 @@ async fn route(
 fn respond(decision: Decision, body: Option<Body>, range: Option<(u64, u64)>) -> Response {
     let status = match range {
         Some(_) => StatusCode::PARTIAL_CONTENT,
-        None => StatusCode::from_u16(decision.status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        None => {
+            StatusCode::from_u16(decision.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        }
     };
     let mut builder = Response::builder().status(status);
     for (name, value) in decision.headers() {
