@@ -69,8 +69,10 @@ static ADMIN_PATHS_PLATFORM: OnceLock<Platform> = OnceLock::new();
 /// the fixture repositories by path (`DEPLOYSPHERE_ALLOW_LOCAL_PATHS=1`), as tests
 /// make an account each.
 pub fn platform() -> &'static Platform {
-    PLATFORM.get_or_init(|| start(&Options::default()))
+    PLATFORM.get_or_init(|| start(&OPTIONS.get().cloned().unwrap_or_default()))
 }
+
+static OPTIONS: OnceLock<Options> = OnceLock::new();
 
 /// A platform with the default rule for local paths: the admin token's only.
 pub fn platform_with_default_local_paths() -> &'static Platform {
@@ -103,10 +105,16 @@ impl Default for Options {
     }
 }
 
-/// A platform of its own for this test process, with `options`.
+/// This test process's platform, started with `options` (so that every helper,
+/// which uses [`platform`], talks to it). Panics if it already runs with others.
 pub fn platform_with(options: Options) -> &'static Platform {
-    static CUSTOM: OnceLock<Platform> = OnceLock::new();
-    CUSTOM.get_or_init(|| start(&options))
+    let chosen = OPTIONS.get_or_init(|| options.clone());
+    assert_eq!(
+        (chosen.allow_local_paths, chosen.max_builds, &chosen.args),
+        (options.allow_local_paths, options.max_builds, &options.args),
+        "this test process's platform runs with other options"
+    );
+    platform()
 }
 
 /// Starts the platform. The ports are picked free but released before the platform

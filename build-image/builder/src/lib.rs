@@ -144,6 +144,36 @@ pub async fn run(spec: &BuildSpec, config: &BuilderConfig) -> anyhow::Result<boo
     Ok(succeeded)
 }
 
+/// Reports a build that failed before it could read its build spec (S3 unreachable):
+/// its log says why, and the final report makes the deployment FAILED with that
+/// reason, not "stopped without reporting a result".
+pub async fn report_early_failure(
+    config: &BuilderConfig,
+    deployment_id: &str,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let work = config.work_dir.join(deployment_id);
+    std::fs::create_dir_all(&work)?;
+    let mut reporter = Reporter::new(
+        &config.kafka,
+        config.kafka_context()?,
+        deployment_id,
+        "",
+        Vec::new(),
+        &work,
+    )?;
+    reporter.system(format!("Build failed: {reason}")).await;
+    reporter.finish().await;
+    let _ = std::fs::remove_dir_all(&work);
+    let log_lines = Some(reporter.lines_sent());
+    reporter
+        .event(BuildEventKind::Failed {
+            reason: reason.to_string(),
+            log_lines,
+        })
+        .await
+}
+
 /// When the disk that holds `path` is (nearly) full, why a step that failed there
 /// failed: "; the disk of the build folder is full (No space left on device: …)".
 fn disk_full_note(path: &Path) -> String {

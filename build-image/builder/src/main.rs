@@ -21,15 +21,32 @@ fn env(name: &str) -> anyhow::Result<String> {
 /// The build spec: the object named by `DEPLOYSPHERE_BUILD_SPEC_KEY` in the sites
 /// bucket. The launcher leaves it there (both shapes) so that the project's secrets
 /// are in neither the task's overrides nor the process environment.
-async fn spec(config: &BuilderConfig) -> anyhow::Result<BuildSpec> {
-    let key = env("DEPLOYSPHERE_BUILD_SPEC_KEY")?;
-    let json = config
-        .store()
-        .get(&key)
-        .await
-        .with_context(|| format!("reading the build spec {key}"))?
-        .with_context(|| format!("the build spec {key} does not exist"))?;
+/// Reads the build spec, trying again for a minute while S3 fails (each read is
+/// itself retried by the S3 client).
+async fn spec(config: &BuilderConfig, key: &str) -> anyhow::Result<BuildSpec> {
+    let store = config.store();
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let json = loop {
+        match store.get(key).await {
+            Ok(json) => break json,
+            Err(e) if std::time::Instant::now() < give_up => {
+                eprintln!("[builder] reading the build spec failed, trying again: {e}");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "the build could not read its build spec from S3: {e}"
+                ));
+            }
+        }
+    };
+    let json = json.with_context(|| format!("the build spec {key} does not exist"))?;
     serde_json::from_slice(&json).with_context(|| format!("the build spec {key} is not valid"))
+}
+
+/// The deployment a build spec key belongs to (`staging/<id>/build-spec.json`).
+fn deployment_of_spec(key: &str) -> Option<&str> {
+    key.strip_prefix("staging/")?.split('/').next()
 }
 
 /// The Redis URL: `DEPLOYSPHERE_REDIS_URL`, or (AWS shape) host, port and AUTH token
@@ -87,7 +104,21 @@ async fn main() -> anyhow::Result<()> {
         .with_target(false)
         .init();
     let config = config()?;
-    let spec = spec(&config).await?;
+    let key = env("DEPLOYSPHERE_BUILD_SPEC_KEY")?;
+    let spec = match spec(&config, &key).await {
+        Ok(spec) => spec,
+        Err(e) => {
+            if let Some(id) = deployment_of_spec(&key) {
+                let reason = format!("{e:#}");
+                if let Err(report) =
+                    deploysphere_builder::report_early_failure(&config, id, &reason).await
+                {
+                    eprintln!("[builder] could not report the failure: {report:#}");
+                }
+            }
+            return Err(e);
+        }
+    };
     std::fs::create_dir_all(&config.work_dir)?;
     let succeeded = run(&spec, &config).await?;
     eprintln!(

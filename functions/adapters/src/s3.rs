@@ -26,14 +26,40 @@ pub type ObjectStream =
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("object store: {0}")]
+    #[error("S3: {0}")]
     Service(String),
     #[error("object {0} is not valid: {1}")]
     Invalid(String, String),
 }
 
-fn service_error<E: std::fmt::Debug>(context: &str) -> impl FnOnce(E) -> StoreError + '_ {
-    move |e| StoreError::Service(format!("{context}: {e:?}"))
+fn service_error<E>(context: &str) -> impl FnOnce(E) -> StoreError + '_
+where
+    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    move |e| StoreError::Service(readable(context, &e))
+}
+
+/// An S3 error as a person reads it: what failed and S3's own code and message
+/// ("put staging/…: ServiceUnavailable: Please reduce your request rate"), or the
+/// chain of causes when S3 did not answer ("… dispatch failure: io error: connection
+/// refused"), not the SDK's debug dump.
+fn readable<E>(context: &str, error: &E) -> String
+where
+    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata,
+{
+    if let Some(code) = error.code() {
+        return match error.message() {
+            Some(message) => format!("{context}: {code}: {message}"),
+            None => format!("{context}: {code}"),
+        };
+    }
+    let mut text = format!("{context}: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 #[derive(Clone)]
@@ -61,6 +87,13 @@ impl ObjectStore {
             .region(Region::new(config.region.clone()))
             .credentials_provider(credentials)
             .http_client(crate::aws_http_client())
+            // S3 answers 503 SlowDown/ServiceUnavailable and 500s under load: retried
+            // with exponential backoff (about 0.2 + 0.4 + 0.8 + 1.6 s, with jitter).
+            .retry_config(
+                aws_sdk_s3::config::retry::RetryConfig::standard()
+                    .with_max_attempts(5)
+                    .with_initial_backoff(std::time::Duration::from_millis(200)),
+            )
             .force_path_style(true);
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint);
@@ -110,7 +143,7 @@ impl ObjectStore {
         match request.send().await {
             Ok(head) => Ok(Some(head)),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
-            Err(e) => Err(StoreError::Service(format!("head {key}: {e:?}"))),
+            Err(e) => Err(StoreError::Service(readable(&format!("head {key}"), &e))),
         }
     }
 
@@ -235,9 +268,13 @@ impl ObjectStore {
         {
             Ok(output) => output,
             Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-            Err(e) => return Err(StoreError::Service(format!("get {key}: {e:?}"))),
+            Err(e) => return Err(StoreError::Service(readable(&format!("get {key}"), &e))),
         };
-        let body = output.body.collect().await.map_err(service_error(key))?;
+        let body = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Service(format!("reading {key}: {e}")))?;
         Ok(Some(body.into_bytes()))
     }
 
@@ -259,7 +296,7 @@ impl ObjectStore {
         {
             Ok(output) => output,
             Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-            Err(e) => return Err(StoreError::Service(format!("get {key}: {e:?}"))),
+            Err(e) => return Err(StoreError::Service(readable(&format!("get {key}"), &e))),
         };
         let stream = futures::stream::unfold(output.body, |mut body| async move {
             body.next()

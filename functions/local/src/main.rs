@@ -86,6 +86,10 @@ struct DevArgs {
     /// its slot freed.
     #[arg(long, env = "DEPLOYSPHERE_BUILD_START_TIMEOUT", default_value_t = 1200, value_parser = clap::value_parser!(i64).range(1..))]
     build_start_timeout: i64,
+    /// The S3 endpoint builds upload to, when they reach the platform's S3 by another
+    /// address (a proxy; default: the platform's own S3).
+    #[arg(long, env = "DEPLOYSPHERE_BUILDS_S3_ENDPOINT")]
+    builds_s3_endpoint: Option<String>,
     /// The most a build's fetch of its source may write, in MiB.
     #[arg(long, env = "DEPLOYSPHERE_MAX_FETCH_MB", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..))]
     max_fetch_mb: u64,
@@ -361,7 +365,10 @@ async fn run(
         ),
         (
             "DEPLOYSPHERE_S3_ENDPOINT".to_string(),
-            s3_config.endpoint.clone().unwrap_or_default(),
+            args.builds_s3_endpoint
+                .clone()
+                .or_else(|| s3_config.endpoint.clone())
+                .unwrap_or_default(),
         ),
         ("DEPLOYSPHERE_S3_BUCKET".to_string(), S3_BUCKET.to_string()),
         // No keys: the build exchanges its grant at the API, as on AWS.
