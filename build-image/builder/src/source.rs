@@ -28,14 +28,21 @@ async fn pinned_address(url: &str, rules: FetchRules) -> Result<Option<String>, 
     let Some((host, port)) = validate::remote_endpoint(url) else {
         return Ok(None);
     };
-    let addresses: Vec<std::net::IpAddr> = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|e| format!("{host} does not resolve: {e}"))?
-            .map(|addr| addr.ip())
-            .collect(),
-    };
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        // An address as the host: nothing to resolve, nothing to pin.
+        if !rules.allow_private && validate::is_private_ip(ip) {
+            return Err(format!(
+                "{host} is a loopback, private, link-local or reserved address: \
+                 builds fetch only from public hosts"
+            ));
+        }
+        return Ok(None);
+    }
+    let addresses: Vec<std::net::IpAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| format!("{host} does not resolve: {e}"))?
+        .map(|addr| addr.ip())
+        .collect();
     if !rules.allow_private
         && let Some(private) = addresses.iter().find(|ip| validate::is_private_ip(**ip))
     {
@@ -51,7 +58,9 @@ async fn pinned_address(url: &str, rules: FetchRules) -> Result<Option<String>, 
         std::net::IpAddr::V6(v6) => format!("[{v6}]"),
         std::net::IpAddr::V4(v4) => v4.to_string(),
     };
-    Ok(Some(format!("http.curloptResolve={host}:{port}:{address}")))
+    // Every name on this port (`*`): curl looks the host up as spelled (a trailing
+    // dot, another case), and git connects to no other host (no redirects).
+    Ok(Some(format!("http.curloptResolve=*:{port}:{address}")))
 }
 
 /// git's own settings for a fetch of `url`: only its own protocol, no redirects, and
@@ -62,6 +71,9 @@ async fn fetch_config(url: &str, rules: FetchRules) -> Result<Vec<String>, Strin
         "protocol.allow=never".to_string(),
         format!("protocol.{protocol}.allow=always"),
         "http.followRedirects=false".to_string(),
+        // One pack file, never loose objects, so the file-size limit caps the fetch.
+        "transfer.unpackLimit=1".to_string(),
+        "fetch.unpackLimit=1".to_string(),
     ];
     config.extend(pinned_address(url, rules).await?);
     Ok(config)

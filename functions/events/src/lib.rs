@@ -493,9 +493,18 @@ impl Deployments {
             .lost_launches(self.config.start_timeout_secs)
             .await?
         {
-            if let Ok((Applied::Moved(_), _)) = self
-                .apply_state(id, DeploymentState::Failed, Some(&reason), None)
-                .await
+            // Only from QUEUED: a build that reported it started in the meantime is
+            // left alone.
+            if let StateChange::Changed { .. } = self
+                .db
+                .set_state(
+                    id,
+                    DeploymentState::Queued,
+                    DeploymentState::Failed,
+                    Some(&reason),
+                    None,
+                )
+                .await?
             {
                 warn!(deployment_id = %id, "lost build launch failed; its slot is free");
                 let _ = self.launcher.cancel(&id.to_string()).await;

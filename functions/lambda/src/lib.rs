@@ -263,10 +263,7 @@ impl Settings {
         let max_builds = number("DEPLOYSPHERE_MAX_BUILDS", "4")?;
         let scheduler = SchedulerConfig {
             max_concurrent_builds: max_builds,
-            max_concurrent_builds_per_account: number(
-                "DEPLOYSPHERE_MAX_BUILDS_PER_ACCOUNT",
-                &max_builds.to_string(),
-            )?,
+            max_concurrent_builds_per_account: number("DEPLOYSPHERE_MAX_BUILDS_PER_ACCOUNT", "2")?,
             max_queued_per_account: number("DEPLOYSPHERE_MAX_QUEUED_PER_ACCOUNT", "25")?,
             start_timeout_secs: number("DEPLOYSPHERE_BUILD_START_TIMEOUT", "1200")?,
             limits: deploysphere_core::Limits {

@@ -78,10 +78,10 @@ struct DevArgs {
     /// Builds running at once on this machine.
     #[arg(long, env = "DEPLOYSPHERE_MAX_BUILDS", default_value_t = 2)]
     max_builds: i64,
-    /// Builds one account may run at once (default: all of `--max-builds`). With
-    /// several accounts, slots go round-robin to the accounts with builds waiting.
-    #[arg(long, env = "DEPLOYSPHERE_MAX_BUILDS_PER_ACCOUNT", value_parser = clap::value_parser!(i64).range(1..))]
-    max_builds_per_account: Option<i64>,
+    /// Builds one account may run at once. With several accounts, free slots go
+    /// round-robin to the accounts with builds waiting.
+    #[arg(long, env = "DEPLOYSPHERE_MAX_BUILDS_PER_ACCOUNT", default_value_t = 2, value_parser = clap::value_parser!(i64).range(1..))]
+    max_builds_per_account: i64,
     /// Seconds a launched build has to report that it started before it is failed and
     /// its slot freed.
     #[arg(long, env = "DEPLOYSPHERE_BUILD_START_TIMEOUT", default_value_t = 1200, value_parser = clap::value_parser!(i64).range(1..))]
@@ -404,7 +404,7 @@ async fn run(
     ));
     let scheduler = SchedulerConfig {
         max_concurrent_builds: args.max_builds,
-        max_concurrent_builds_per_account: args.max_builds_per_account.unwrap_or(args.max_builds),
+        max_concurrent_builds_per_account: args.max_builds_per_account,
         max_queued_per_account: args.max_queued_per_account,
         start_timeout_secs: args.build_start_timeout,
         limits: deploysphere_core::Limits {

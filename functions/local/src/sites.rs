@@ -117,10 +117,14 @@ impl Sites {
     ) -> Result<Body, Response> {
         let unavailable = || plain(StatusCode::BAD_GATEWAY, messages::UNAVAILABLE);
         let slice = |bytes: Bytes| match range {
-            Some((start, end)) => bytes.slice(start as usize..=end as usize),
-            None => bytes,
+            Some((start, end)) if (end as usize) < bytes.len() => {
+                bytes.slice(start as usize..=end as usize)
+            }
+            _ => bytes,
         };
-        if let Some(bytes) = self.blobs.lock().expect("blobs lock").1.get(sha) {
+        if let Some(bytes) = self.blobs.lock().expect("blobs lock").1.get(sha)
+            && bytes.len() as u64 == size
+        {
             return Ok(Body::from(slice(bytes.clone())));
         }
         if size > BLOB_CACHE_MAX_FILE as u64 {

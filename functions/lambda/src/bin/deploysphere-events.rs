@@ -16,7 +16,11 @@ use serde_json::Value;
 async fn main() -> anyhow::Result<()> {
     init_tracing();
     let settings = Settings::from_env()?;
-    let deployments = settings.deployments(settings.db().await?)?;
+    let db = settings.db().await?;
+    // A stack update may reach this function before the api: both migrate (the
+    // migrations are serialized by a lock and applied once).
+    deploysphere_adapters::pg::migrate(&db.pool).await?;
+    let deployments = settings.deployments(db)?;
     let (kafka, context) = settings.kafka()?;
     let dead_letters = Arc::new(KafkaDeadLetters::new(
         &kafka,
