@@ -310,16 +310,35 @@ pub fn is_private_ip(ip: std::net::IpAddr) -> bool {
                 || a == 100 && (64..128).contains(&b)
                 || a == 198 && (18..20).contains(&b)
         }
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_private_ip(v4.into()),
-            None => {
-                v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || (v6.segments()[0] & 0xfe00) == 0xfc00
-                    || (v6.segments()[0] & 0xffc0) == 0xfe80
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let embedded = |high: u16, low: u16| {
+                std::net::Ipv4Addr::new((high >> 8) as u8, high as u8, (low >> 8) as u8, low as u8)
+            };
+            // IPv6 forms that carry an IPv4 address a gateway may forward to: mapped
+            // (::ffff:a.b.c.d), NAT64 (64:ff9b::/96, 64:ff9b:1::/48) and 6to4
+            // (2002:aabb:ccdd::/48). IPv4-compatible (::a.b.c.d) is deprecated: refused.
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private_ip(v4.into());
             }
-        },
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+                return is_private_ip(embedded(s[6], s[7]).into());
+            }
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+                return true;
+            }
+            if s[0] == 0x2002 {
+                return is_private_ip(embedded(s[1], s[2]).into());
+            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || s[..6] == [0, 0, 0, 0, 0, 0]
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+        }
     }
 }
 
@@ -374,6 +393,39 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_addresses_include_ipv6_forms_of_private_ipv4() {
+        let private = [
+            "127.0.0.1",
+            "10.0.0.5",
+            "169.254.169.254",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "fec0::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2002:a00:5::",
+            "::7f00:1",
+            "2001:db8::1",
+        ];
+        for ip in private {
+            assert!(is_private_ip(ip.parse().unwrap()), "{ip} is private");
+        }
+        let public = [
+            "140.82.112.3",
+            "2606:4700::1111",
+            "64:ff9b::8c52:7003",
+            "2002:8c52:7003::1",
+        ];
+        for ip in public {
+            assert!(!is_private_ip(ip.parse().unwrap()), "{ip} is public");
+        }
+    }
 
     #[test]
     fn remote_endpoints_name_the_host_and_port_git_connects_to() {

@@ -151,10 +151,15 @@ impl Launcher for LocalLauncher {
         // --die-with-parent), so none runs on unwatched after a crash; the next start
         // fails it with a clear reason and its slot is free.
         // SAFETY: prctl(2) is async-signal-safe and touches only the child.
+        let platform = std::process::id() as libc::pid_t;
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // The platform died between the fork and the prctl: no signal comes.
+                if libc::getppid() != platform {
+                    libc::_exit(1);
                 }
                 Ok(())
             });
