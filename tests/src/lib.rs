@@ -715,15 +715,9 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Starts a build of the `slow-lines` fixture that prints `lines` lines over
-/// `seconds`, and returns its deployment id once line `wait_for_line` is stored.
-pub async fn start_slow_build(
-    api: &Api,
-    name: &str,
-    lines: u64,
-    seconds: u64,
-    wait_for_line: u64,
-) -> String {
+/// A project of the `slow-lines` fixture whose builds print `lines` lines over
+/// `seconds`; its id, and its repository (keep it while builds clone it).
+pub async fn slow_project(api: &Api, name: &str, lines: u64, seconds: u64) -> (String, Repo) {
     let repo = Repo::from_fixture("slow-lines");
     repo.commit("slow");
     let project = api
@@ -733,9 +727,21 @@ pub async fn start_slow_build(
             "env": {"LINES": lines.to_string(), "SECONDS": seconds.to_string()}
         }))
         .await;
-    let deployment = api
-        .deploy(project["id"].as_str().expect("project id"))
-        .await;
+    let id = project["id"].as_str().expect("project id").to_string();
+    (id, repo)
+}
+
+/// Starts a build of the `slow-lines` fixture that prints `lines` lines over
+/// `seconds`, and returns its deployment id once line `wait_for_line` is stored.
+pub async fn start_slow_build(
+    api: &Api,
+    name: &str,
+    lines: u64,
+    seconds: u64,
+    wait_for_line: u64,
+) -> String {
+    let (project_id, _repo) = slow_project(api, name, lines, seconds).await;
+    let deployment = api.deploy(&project_id).await;
     let id = deployment["id"]
         .as_str()
         .expect("deployment id")

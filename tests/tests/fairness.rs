@@ -17,23 +17,6 @@ fn small_platform() -> &'static Platform {
     })
 }
 
-/// A project of the `slow-lines` fixture, and its repository (kept while it builds).
-async fn slow_project(api: &Api, name: &str) -> (String, Repo) {
-    let repo = Repo::from_fixture("slow-lines");
-    repo.commit("slow");
-    let project = api
-        .create_project(json!({
-            "name": name,
-            "git_url": repo.url(),
-            "env": {"LINES": "20", "SECONDS": "3"}
-        }))
-        .await;
-    (
-        project["id"].as_str().expect("project id").to_string(),
-        repo,
-    )
-}
-
 fn started_at(deployment: &Value) -> Option<chrono::DateTime<chrono::FixedOffset>> {
     let text = deployment["started_at"].as_str()?;
     Some(chrono::DateTime::parse_from_rfc3339(text).expect("started_at is RFC 3339"))
@@ -44,8 +27,8 @@ async fn a_second_account_builds_before_the_first_accounts_queue_drains() {
     let p = small_platform();
     let a = Api::new_account_on(p, "busy").await;
     let b = Api::new_account_on(p, "patient").await;
-    let (a_project, _a_repo) = slow_project(&a, "busy site").await;
-    let (b_project, _b_repo) = slow_project(&b, "patient site").await;
+    let (a_project, _a_repo) = slow_project(&a, "busy site", 20, 3).await;
+    let (b_project, _b_repo) = slow_project(&b, "patient site", 20, 3).await;
 
     // A fills both slots and queues ten more: the queue cap.
     let mut a_ids = Vec::new();

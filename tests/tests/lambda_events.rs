@@ -59,6 +59,28 @@ fn settings() -> Settings {
     Settings::new(vars)
 }
 
+/// What the events function holds: the deployments service from its settings, and
+/// the dead-letter producer on the platform's broker.
+async fn events_function() -> (
+    deploysphere_events::Deployments,
+    deploysphere_adapters::kafka::KafkaDeadLetters,
+) {
+    use deploysphere_adapters::kafka::{
+        DEPLOYMENT_EVENTS_DEAD_LETTER, KafkaContext, KafkaDeadLetters, KafkaSettings,
+    };
+    let settings = settings();
+    let deployments = settings
+        .deployments(settings.db().await.expect("db"))
+        .expect("deployments");
+    let dead_letters = KafkaDeadLetters::new(
+        &KafkaSettings::plaintext(&platform().kafka_brokers),
+        KafkaContext::without_signer(),
+        DEPLOYMENT_EVENTS_DEAD_LETTER,
+    )
+    .expect("producer");
+    (deployments, dead_letters)
+}
+
 async fn api_router() -> axum::Router {
     let settings = settings();
     let db = settings.db().await.expect("db");
@@ -176,20 +198,7 @@ async fn the_ws_function_answers_api_gateway_websocket_connect_events() {
 /// their reason, and the batch succeeds (it is not retried forever).
 #[tokio::test]
 async fn msk_deployment_events_that_cannot_apply_go_to_the_dead_letter_topic() {
-    use deploysphere_adapters::kafka::{
-        DEPLOYMENT_EVENTS_DEAD_LETTER, KafkaContext, KafkaDeadLetters, KafkaSettings,
-    };
-    let p = platform();
-    let settings = settings();
-    let deployments = settings
-        .deployments(settings.db().await.expect("db"))
-        .expect("deployments");
-    let dead_letters = KafkaDeadLetters::new(
-        &KafkaSettings::plaintext(&p.kafka_brokers),
-        KafkaContext::without_signer(),
-        DEPLOYMENT_EVENTS_DEAD_LETTER,
-    )
-    .expect("producer");
+    let (deployments, dead_letters) = events_function().await;
     let event: aws_lambda_events::event::kafka::KafkaEvent =
         serde_json::from_str(&fixture("msk-deployment-events.json", "")).expect("MSK event");
     let report = deployments
@@ -198,7 +207,7 @@ async fn msk_deployment_events_that_cannot_apply_go_to_the_dead_letter_topic() {
         .expect("the batch is handled");
     assert_eq!((report.applied, report.set_aside), (0, 3));
     let (_, reason) = find_dead_letter(
-        DEPLOYMENT_EVENTS_DEAD_LETTER,
+        deploysphere_adapters::kafka::DEPLOYMENT_EVENTS_DEAD_LETTER,
         "5f0c6b7e-2a4d-4c1b-9a8e-3d2f1e0c9b8a",
     )
     .await;
@@ -214,10 +223,6 @@ async fn msk_deployment_events_that_cannot_apply_go_to_the_dead_letter_topic() {
 /// clear reason and its slot comes back.
 #[tokio::test]
 async fn the_scheduled_sweep_fails_a_launch_lost_between_claim_and_run_task() {
-    use deploysphere_adapters::kafka::{
-        DEPLOYMENT_EVENTS_DEAD_LETTER, KafkaContext, KafkaDeadLetters, KafkaSettings,
-    };
-    let p = platform();
     let api = Api::new_account("lost launch").await;
     let repo = Repo::from_fixture("static-site");
     repo.commit("v1");
@@ -239,16 +244,7 @@ async fn the_scheduled_sweep_fails_a_launch_lost_between_claim_and_run_task() {
         .expect("insert the claimed deployment");
     assert!(db().launched_unfinished().await.unwrap().contains(&id));
 
-    let settings = settings();
-    let deployments = settings
-        .deployments(settings.db().await.expect("db"))
-        .expect("deployments");
-    let dead_letters = KafkaDeadLetters::new(
-        &KafkaSettings::plaintext(&p.kafka_brokers),
-        KafkaContext::without_signer(),
-        DEPLOYMENT_EVENTS_DEAD_LETTER,
-    )
-    .expect("producer");
+    let (deployments, dead_letters) = events_function().await;
     let tick: Value =
         serde_json::from_str(&fixture("eventbridge-scheduled-sweep.json", "")).expect("JSON");
     deploysphere_lambda::handle_events_invocation(&deployments, &dead_letters, &tick)

@@ -528,19 +528,15 @@ impl DeadLetter {
     /// A record of an MSK event (key and value in base64, as the event source mapping
     /// delivers them; a value that is not base64 is kept as it is).
     pub fn from_msk(
-        topic: Option<&str>,
-        partition: i64,
-        offset: i64,
-        key: Option<&str>,
-        value: Option<&str>,
+        record: &aws_lambda_events::event::kafka::KafkaRecord,
         reason: String,
     ) -> DeadLetter {
         DeadLetter {
-            topic: topic.unwrap_or_default().to_string(),
-            partition,
-            offset,
-            key: key.map(msk_bytes),
-            payload: value.map(msk_bytes).unwrap_or_default(),
+            topic: record.topic.clone().unwrap_or_default(),
+            partition: record.partition,
+            offset: record.offset,
+            key: record.key.as_deref().map(msk_bytes),
+            payload: record.value.as_deref().map(msk_bytes).unwrap_or_default(),
             reason,
         }
     }

@@ -22,17 +22,6 @@ fn decode(record: &KafkaRecord) -> Result<BuildEvent, String> {
     serde_json::from_slice(&msk_bytes(value)).map_err(|e| format!("not a deployment event: {e}"))
 }
 
-fn dead_letter(record: &KafkaRecord, reason: String) -> DeadLetter {
-    DeadLetter::from_msk(
-        record.topic.as_deref(),
-        record.partition,
-        record.offset,
-        record.key.as_deref(),
-        record.value.as_deref(),
-        reason,
-    )
-}
-
 impl Deployments {
     /// Applies the records of `event`, partition by partition, in offset order. An
     /// error is transient (the database or the sites bucket): nothing of the batch may
@@ -51,13 +40,15 @@ impl Deployments {
                 let report = match decode(record) {
                     Ok(report) => report,
                     Err(reason) => {
-                        letters.push(dead_letter(record, reason));
+                        letters.push(DeadLetter::from_msk(record, reason));
                         continue;
                     }
                 };
                 match self.handle_event(&report).await {
                     Ok(_) => applied += 1,
-                    Err(e) if e.is_permanent() => letters.push(dead_letter(record, e.to_string())),
+                    Err(e) if e.is_permanent() => {
+                        letters.push(DeadLetter::from_msk(record, e.to_string()))
+                    }
                     Err(e) => return Err(e),
                 }
             }

@@ -48,17 +48,6 @@ fn decode(record: &KafkaRecord) -> Result<LogLine, String> {
     Ok(line)
 }
 
-fn dead_letter(record: &KafkaRecord, reason: String) -> DeadLetter {
-    DeadLetter::from_msk(
-        record.topic.as_deref(),
-        record.partition,
-        record.offset,
-        record.key.as_deref(),
-        record.value.as_deref(),
-        reason,
-    )
-}
-
 /// Handles one MSK event: inserts its lines (in order, in batches of up to
 /// [`MAX_BATCH_LINES`]) and sets aside what is not a log line. An error means nothing
 /// of the event may be acknowledged; retrying it is safe.
@@ -75,7 +64,7 @@ pub async fn handle_kafka_event(
         for record in &event.records[partition] {
             match decode(record) {
                 Ok(line) => lines.push(line),
-                Err(reason) => letters.push(dead_letter(record, reason)),
+                Err(reason) => letters.push(DeadLetter::from_msk(record, reason)),
             }
         }
     }
@@ -150,7 +139,7 @@ mod tests {
             "Cloning https://github.com/acme/site.git (main)"
         );
         assert!(decode(&records[2]).unwrap_err().contains("not a log line"));
-        let letter = dead_letter(&records[2], "x".into());
+        let letter = DeadLetter::from_msk(&records[2], "x".into());
         assert_eq!((letter.partition, letter.offset), (0, 42));
         assert_eq!(letter.payload, b"this is not json");
     }
