@@ -11,6 +11,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use deploysphere_adapters::s3::{ObjectStore, S3Config};
+use deploysphere_adapters::signing::{BuildKey, PlatformKey};
 use serde_json::{Value, json};
 
 pub struct Platform {
@@ -27,6 +28,8 @@ pub struct Platform {
     pub s3: S3Config,
     /// Where builds' work folders live.
     pub builds_dir: PathBuf,
+    /// The platform key builds' signing keys derive from (0600, in the data folder).
+    pub build_signing_key_file: PathBuf,
     ports: Vec<u16>,
     options: Options,
     /// Held open for the life of the test process: the platform stops when it closes.
@@ -305,6 +308,11 @@ fn start_once(bin: &Path, options: &Options) -> Result<Platform, String> {
             .to_string(),
         s3,
         builds_dir: PathBuf::from(info["builds_dir"].as_str().expect("builds_dir")),
+        build_signing_key_file: PathBuf::from(
+            info["build_signing_key_file"]
+                .as_str()
+                .expect("build_signing_key_file"),
+        ),
         ports,
         options: options.clone(),
         _stdin: Mutex::new(stdin),
@@ -899,6 +907,44 @@ pub async fn watch(token: &str, deployment_id: &str, after_seq: u64) -> Seen {
             _ => panic!("unexpected frame {text}"),
         }
     }
+}
+
+impl Platform {
+    /// The key the build of `deployment_id` signs with, as the platform derives it
+    /// (from the key file only the platform's owner can read).
+    pub fn build_key(&self, deployment_id: &str) -> BuildKey {
+        let secret = std::fs::read_to_string(&self.build_signing_key_file).expect("the key file");
+        PlatformKey::new(secret.trim().as_bytes())
+            .expect("a platform key")
+            .build_key(deployment_id)
+    }
+}
+
+/// The headers a build puts on a record of `topic`: the signature of `payload` by `key`.
+pub fn signature_headers(
+    key: &BuildKey,
+    topic: &str,
+    payload: &[u8],
+) -> rdkafka::message::OwnedHeaders {
+    let signature = key.sign(topic, payload);
+    rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: deploysphere_adapters::signing::SIGNATURE_HEADER,
+        value: Some(&signature),
+    })
+}
+
+/// The platform key the event fixtures (`tests/fixtures/events/msk-*.json`) are
+/// signed with.
+pub fn fixture_build_keys() -> PlatformKey {
+    PlatformKey::new(fixture_signing_key().as_bytes()).expect("the fixture key")
+}
+
+/// The fixtures' platform key, as a Lambda reads it from `DEPLOYSPHERE_BUILD_SIGNING_KEY`.
+pub fn fixture_signing_key() -> String {
+    std::fs::read_to_string(manifest_dir().join("fixtures/events/build-signing-key.txt"))
+        .expect("the fixture key")
+        .trim()
+        .to_string()
 }
 
 /// Reads `topic` (a dead-letter topic) from the start until a record whose payload

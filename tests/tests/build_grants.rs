@@ -74,10 +74,18 @@ async fn a_grant_works_once_give_or_take_a_retry_and_a_build_renews_along_the_ch
         .expect("a next grant")
         .to_string();
     assert!(next.starts_with("dsb_") && next != grant);
+    // The key the build signs its reports with: its own deployment's, every exchange.
+    let build_key = body["build_key"].as_str().expect("a build key");
+    assert_eq!(build_key, platform().build_key(&id).to_hex());
+    assert_ne!(
+        build_key,
+        platform().build_key(&Uuid::new_v4().to_string()).to_hex()
+    );
 
     // A build that lost the answer tries again at once: that works...
     let (status, body) = exchange(Some(&grant)).await;
     assert_eq!(status, 200, "a retry right after the first use: {body}");
+    assert_eq!(body["build_key"], build_key);
     // ...but not a while later (someone else holds a copy), nor made-up or no grants.
     used_ago(&grant, 120).await;
     for (grant, why) in [

@@ -28,10 +28,10 @@ async fn msk_event_fixture_is_ingested_once_even_when_replayed() {
         serde_json::from_str(include_str!("../fixtures/events/msk-build-logs.json")).unwrap();
     for _ in 0..2 {
         // The event source mapping retries a batch whose handler failed: replays must be harmless.
-        let report = handle_kafka_event(&store, &dead_letters, &event)
+        let report = handle_kafka_event(&store, &fixture_build_keys(), &dead_letters, &event)
             .await
             .unwrap();
-        assert_eq!((report.inserted, report.set_aside), (2, 1));
+        assert_eq!((report.inserted, report.set_aside), (2, 3));
     }
     let lines = store
         .lines("0b9f4f63-3c55-4bb1-9a43-2f1f6f0c1c11", 0, 100)
@@ -43,6 +43,14 @@ async fn msk_event_fixture_is_ingested_once_even_when_replayed() {
     let (payload, reason) = find_dead_letter(BUILD_LOGS_DEAD_LETTER, "this is not json").await;
     assert_eq!(payload, "this is not json");
     assert!(reason.contains("not a log line"), "{reason}");
+    // Lines the deployment's build did not sign are set aside, not stored.
+    let (_, reason) = find_dead_letter(BUILD_LOGS_DEAD_LETTER, "forged by another build").await;
+    assert!(
+        reason.contains("not deployment 0b9f4f63-3c55-4bb1-9a43-2f1f6f0c1c11's"),
+        "{reason}"
+    );
+    let (_, reason) = find_dead_letter(BUILD_LOGS_DEAD_LETTER, "a line nobody signed").await;
+    assert!(reason.starts_with("unsigned"), "{reason}");
 }
 
 #[tokio::test]

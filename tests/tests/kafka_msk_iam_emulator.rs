@@ -154,9 +154,13 @@ async fn a_builds_log_reaches_msk_signed_with_the_builds_own_credentials() {
 
     let work = tempfile::tempdir().unwrap();
     let deployment_id = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+    let key = deploysphere_adapters::signing::PlatformKey::new(&[7u8; 32])
+        .unwrap()
+        .build_key(deployment_id);
     let mut reporter = Reporter::new(
         &settings,
         context(&settings, SECRET),
+        key,
         deployment_id,
         "project-1",
         vec!["hunter2".to_string()],

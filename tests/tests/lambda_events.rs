@@ -52,6 +52,8 @@ fn settings() -> Settings {
         // The sweep's start timeout: 60 s here, so that a launch lost 2 minutes ago
         // is this Lambda's to fail (the local platform's own sweep waits 20 min).
         ("DEPLOYSPHERE_BUILD_START_TIMEOUT", "60".into()),
+        // The key the MSK fixtures are signed with (on AWS: the BuildSigningKey secret).
+        ("DEPLOYSPHERE_BUILD_SIGNING_KEY", fixture_signing_key()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -71,6 +73,7 @@ async fn events_function() -> (
     let settings = settings();
     let deployments = settings
         .deployments(settings.db().await.expect("db"))
+        .await
         .expect("deployments");
     let dead_letters = KafkaDeadLetters::new(
         &KafkaSettings::plaintext(&platform().kafka_brokers),
@@ -87,7 +90,7 @@ async fn api_router() -> axum::Router {
     deploysphere_api::router(AppState {
         db: db.clone(),
         logs: settings.log_store().await.expect("log store"),
-        deployments: settings.deployments(db).expect("deployments"),
+        deployments: settings.deployments(db).await.expect("deployments"),
         config: Arc::new(ApiConfig {
             sites: SitesConfig {
                 scheme: "https".into(),
@@ -178,6 +181,7 @@ async fn the_ws_function_answers_api_gateway_websocket_connect_events() {
             "local",
         )),
         hash_token: deploysphere_api::hash_token,
+        build_keys: settings.build_keys().await.unwrap(),
     };
     let connect = |token: &str| {
         serde_json::from_str::<aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest>(&fixture(
@@ -193,9 +197,10 @@ async fn the_ws_function_answers_api_gateway_websocket_connect_events() {
 }
 
 /// The events function's MSK handler on the `msk-deployment-events.json` fixture,
-/// against the real Postgres and broker: a record that is not a deployment event and
-/// events naming a deployment that does not exist go to the dead-letter topic with
-/// their reason, and the batch succeeds (it is not retried forever).
+/// against the real Postgres and broker: a record that is not a deployment event,
+/// events naming a deployment that does not exist, and an event one build signed for
+/// another build's deployment go to the dead-letter topic with their reason, and the
+/// batch succeeds (it is not retried forever).
 #[tokio::test]
 async fn msk_deployment_events_that_cannot_apply_go_to_the_dead_letter_topic() {
     let (deployments, dead_letters) = events_function().await;
@@ -205,7 +210,7 @@ async fn msk_deployment_events_that_cannot_apply_go_to_the_dead_letter_topic() {
         .handle_msk_event(&dead_letters, &event)
         .await
         .expect("the batch is handled");
-    assert_eq!((report.applied, report.set_aside), (0, 3));
+    assert_eq!((report.applied, report.set_aside), (0, 4));
     let (_, reason) = find_dead_letter(
         deploysphere_adapters::kafka::DEPLOYMENT_EVENTS_DEAD_LETTER,
         "5f0c6b7e-2a4d-4c1b-9a8e-3d2f1e0c9b8a",
@@ -213,6 +218,15 @@ async fn msk_deployment_events_that_cannot_apply_go_to_the_dead_letter_topic() {
     .await;
     assert!(
         reason.contains("deployment 5f0c6b7e-2a4d-4c1b-9a8e-3d2f1e0c9b8a does not exist"),
+        "{reason}"
+    );
+    let (_, reason) = find_dead_letter(
+        deploysphere_adapters::kafka::DEPLOYMENT_EVENTS_DEAD_LETTER,
+        "an event forged by another build",
+    )
+    .await;
+    assert!(
+        reason.contains("not deployment 9d2c4e1a-6b3f-4a7d-8c5e-1f0a2b3c4d5e's"),
         "{reason}"
     );
 }

@@ -6,6 +6,18 @@ use deploysphere_e2e::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+/// A live line as Redis holds it (`v1=<signature> <json>`), once its signature is
+/// checked to be the build's.
+fn signed_line(key: &deploysphere_adapters::signing::BuildKey, sealed: &[u8]) -> Value {
+    let (signature, payload) = deploysphere_adapters::signing::unseal(sealed);
+    let signature = signature.expect("every live line is signed");
+    assert!(
+        key.verify(deploysphere_adapters::kafka::BUILD_LOGS, payload, signature),
+        "signed with the deployment's key"
+    );
+    serde_json::from_slice(payload).expect("a log line")
+}
+
 #[tokio::test]
 async fn lines_are_published_live_in_order_and_kept_in_the_recent_list() {
     let p = platform();
@@ -27,7 +39,8 @@ async fn lines_are_published_live_in_order_and_kept_in_the_recent_list() {
     assert_eq!(api.wait_final(&id).await["state"], "READY");
     let stored = api.logs_containing(&id, "Deployed").await;
 
-    // Everything the stored log has came live, in order, once.
+    // Everything the stored log has came live, in order, once, signed by the build.
+    let key = p.build_key(&id);
     let channel = format!("logs:{id}");
     let mut live: Vec<Value> = Vec::new();
     let start = Instant::now();
@@ -38,7 +51,7 @@ async fn lines_are_published_live_in_order_and_kept_in_the_recent_list() {
             continue;
         };
         if message.get_channel_name() == channel {
-            live.push(serde_json::from_slice(message.get_payload_bytes()).unwrap());
+            live.push(signed_line(&key, message.get_payload_bytes()));
         }
     }
     assert_gapless(&live);
@@ -53,10 +66,7 @@ async fn lines_are_published_live_in_order_and_kept_in_the_recent_list() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let recent: Vec<Value> = recent
-        .iter()
-        .map(|r| serde_json::from_slice(r).unwrap())
-        .collect();
+    let recent: Vec<Value> = recent.iter().map(|r| signed_line(&key, r)).collect();
     assert_gapless(&recent);
     assert_eq!(recent.len(), stored.len());
     let ttl: i64 = redis::cmd("TTL")

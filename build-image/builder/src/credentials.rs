@@ -1,10 +1,11 @@
 //! The build's credentials: it starts with none, only a one-time grant
 //! (`DEPLOYSPHERE_BUILD_GRANT`), which it exchanges at the API for credentials that
-//! reach its own deployment's objects (and, on AWS, the log topics), plus the next
-//! grant. Before those credentials expire the next grant fetches fresh ones (in the
-//! background, whether or not anything asks), so a build may run longer than one
-//! credential lifetime. The launch parameters carry only the first grant, which is
-//! exchanged before any user command runs; after that it is worth nothing.
+//! reach its own deployment's objects (and, on AWS, the log topics), the key it signs
+//! its events and log lines with, and the next grant. Before those credentials expire
+//! the next grant fetches fresh ones (in the background, whether or not anything
+//! asks), so a build may run longer than one credential lifetime. The launch
+//! parameters carry only the first grant, which is exchanged before any user command
+//! runs; after that it is worth nothing.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
+use deploysphere_adapters::signing::BuildKey;
 use deploysphere_core::BuildCredentials;
 
 /// Credentials with less than this left are renewed.
@@ -53,6 +55,8 @@ struct State {
     /// The grant for the next exchange.
     grant: String,
     current: Option<Credentials>,
+    /// The deployment's signing key, from the first exchange on.
+    build_key: Option<BuildKey>,
 }
 
 impl fmt::Debug for GrantCredentials {
@@ -87,6 +91,7 @@ impl GrantCredentials {
                 state: tokio::sync::Mutex::new(State {
                     grant: grant.to_string(),
                     current: None,
+                    build_key: None,
                 }),
                 exchanges: AtomicU64::new(0),
             }),
@@ -176,6 +181,22 @@ impl GrantCredentials {
         Ok(())
     }
 
+    /// The key this build signs its events and log lines with; exchanges the grant
+    /// first when that has not happened yet.
+    pub async fn build_key(&self) -> Result<BuildKey, ExchangeError> {
+        let mut state = self.inner.state.lock().await;
+        if state.build_key.is_none() {
+            self.exchange_with_retries(&mut state).await?;
+        }
+        state
+            .build_key
+            .clone()
+            .ok_or_else(|| ExchangeError::Unavailable {
+                url: format!("{}/v1/build-credentials", self.inner.api_url),
+                message: "the answer has no build_key".into(),
+            })
+    }
+
     /// Exchanges the grant now, whatever the current credentials' age.
     pub async fn renew(&self) -> Result<Credentials, ExchangeError> {
         let mut state = self.inner.state.lock().await;
@@ -206,6 +227,15 @@ impl GrantCredentials {
             expiry,
             "deploysphere-build-grant",
         );
+        if !issued.build_key.is_empty() {
+            let key = BuildKey::from_hex(&issued.build_key).map_err(|message| {
+                ExchangeError::Unavailable {
+                    url: format!("{}/v1/build-credentials", self.inner.api_url),
+                    message,
+                }
+            })?;
+            state.build_key = Some(key);
+        }
         state.grant = issued.next_grant;
         state.current = Some(credentials.clone());
         self.inner.exchanges.fetch_add(1, Ordering::Relaxed);

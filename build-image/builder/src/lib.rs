@@ -17,6 +17,7 @@ use deploysphere_adapters::s3::{ObjectStore, S3Config};
 use deploysphere_core::{BuildEventKind, BuildSpec, LogStream, detect_plan, validate};
 use tokio::sync::mpsc;
 
+use crate::credentials::GrantCredentials;
 use crate::report::Reporter;
 use crate::sandbox::{Exit, Sandbox, WORKSPACE};
 
@@ -24,10 +25,11 @@ use crate::sandbox::{Exit, Sandbox, WORKSPACE};
 #[derive(Debug, Clone)]
 pub struct BuilderConfig {
     pub kafka: KafkaSettings,
-    /// Where the sites bucket is (its keys are unused: see `credentials`).
+    /// Where the sites bucket is (its keys are unused: see `grant`).
     pub s3: S3Config,
-    /// The build's own credentials, from its grant (S3, and MSK IAM on AWS).
-    pub credentials: SharedCredentialsProvider,
+    /// The build's own credentials (S3, and MSK IAM on AWS) and signing key, from its
+    /// grant.
+    pub grant: GrantCredentials,
     /// Redis for live log lines (`redis://127.0.0.1:6379`); `None` turns them off.
     pub redis_url: Option<String>,
     /// Parent of each build's work folder.
@@ -40,13 +42,39 @@ impl BuilderConfig {
     /// The Kafka client context: MSK IAM tokens are signed with the build's own
     /// narrowed credentials (the same ones that upload its files).
     pub fn kafka_context(&self) -> anyhow::Result<KafkaContext> {
-        let credentials = (self.kafka.auth == KafkaAuth::MskIam).then(|| self.credentials.clone());
+        let credentials = (self.kafka.auth == KafkaAuth::MskIam).then(|| self.credentials());
         self.kafka.context(credentials).map_err(anyhow::Error::msg)
+    }
+
+    /// The build's own credentials, from its grant.
+    pub fn credentials(&self) -> SharedCredentialsProvider {
+        self.grant.provider()
+    }
+
+    /// What the build reports through: its deployment's log and events, signed with
+    /// its key, journaled in `work`.
+    async fn reporter(
+        &self,
+        deployment_id: &str,
+        project_id: &str,
+        secrets: Vec<String>,
+        work: &Path,
+    ) -> anyhow::Result<Reporter> {
+        let key = self.grant.build_key().await?;
+        Reporter::new(
+            &self.kafka,
+            self.kafka_context()?,
+            key,
+            deployment_id,
+            project_id,
+            secrets,
+            work,
+        )
     }
 
     /// The sites bucket, as this build may use it.
     pub fn store(&self) -> ObjectStore {
-        ObjectStore::with_credentials(&self.s3, self.credentials.clone())
+        ObjectStore::with_credentials(&self.s3, self.credentials())
     }
 }
 
@@ -68,14 +96,9 @@ pub async fn run(spec: &BuildSpec, config: &BuilderConfig) -> anyhow::Result<boo
     // Others may pass through to the checkout (the sandbox's uid must) but not list it.
     std::fs::create_dir_all(&work)?;
     std::fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
-    let mut reporter = Reporter::new(
-        &config.kafka,
-        config.kafka_context()?,
-        &spec.deployment_id,
-        &spec.project_id,
-        secrets,
-        &work,
-    )?;
+    let mut reporter = config
+        .reporter(&spec.deployment_id, &spec.project_id, secrets, &work)
+        .await?;
     if let Some(url) = &config.redis_url {
         reporter.go_live(live::LivePublisher::start(url, &spec.deployment_id));
     }
@@ -154,14 +177,9 @@ pub async fn report_early_failure(
 ) -> anyhow::Result<()> {
     let work = config.work_dir.join(deployment_id);
     std::fs::create_dir_all(&work)?;
-    let mut reporter = Reporter::new(
-        &config.kafka,
-        config.kafka_context()?,
-        deployment_id,
-        "",
-        Vec::new(),
-        &work,
-    )?;
+    let mut reporter = config
+        .reporter(deployment_id, "", Vec::new(), &work)
+        .await?;
     reporter.system(format!("Build failed: {reason}")).await;
     reporter.finish().await;
     let _ = std::fs::remove_dir_all(&work);

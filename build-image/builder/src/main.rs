@@ -80,7 +80,7 @@ fn config() -> anyhow::Result<BuilderConfig> {
             secret_key: String::new(),
             session_token: None,
         },
-        credentials: credentials.provider(),
+        grant: credentials,
         redis_url: redis_url(),
         work_dir: PathBuf::from(
             std::env::var("DEPLOYSPHERE_WORK_DIR")

@@ -1,5 +1,7 @@
 //! What a build tells the world: log lines on `build-logs` (gapless `seq` from 1,
-//! secrets masked) and state reports on `deployment-events`.
+//! secrets masked) and state reports on `deployment-events`, each signed with the
+//! deployment's key (see `deploysphere_adapters::signing`): the consumers take
+//! nothing that this build did not sign for its own deployment.
 //!
 //! Every line is also written to a journal in the build's work folder. The journal
 //! backs two promises: a producer queue that is full spills to it (the rest is sent in
@@ -18,9 +20,11 @@ use rdkafka::producer::Producer;
 
 use deploysphere_adapters::kafka::{BUILD_LOGS, DEPLOYMENT_EVENTS, KafkaContext, KafkaSettings};
 use deploysphere_adapters::now_ms;
+use deploysphere_adapters::signing::{BuildKey, SIGNATURE_HEADER};
 use deploysphere_core::logs::{SecretMasker, truncate_message};
 use deploysphere_core::{BuildEvent, BuildEventKind, LogLine, LogStream};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 /// How long the end of a build waits for the log pipeline before it reports what
@@ -35,6 +39,8 @@ pub struct Reporter {
     producer: FutureProducer<KafkaContext>,
     /// Notes when every broker connection was lost.
     context: KafkaContext,
+    /// Signs every record and live line.
+    key: BuildKey,
     deployment_id: String,
     project_id: String,
     secrets: SecretMasker,
@@ -65,6 +71,7 @@ impl Reporter {
     pub fn new(
         kafka: &KafkaSettings,
         context: KafkaContext,
+        key: BuildKey,
         deployment_id: &str,
         project_id: &str,
         secrets: Vec<String>,
@@ -96,6 +103,7 @@ impl Reporter {
         Ok(Reporter {
             producer,
             context,
+            key,
             deployment_id: deployment_id.to_string(),
             project_id: project_id.to_string(),
             secrets: SecretMasker::new(&secrets),
@@ -159,7 +167,7 @@ impl Reporter {
         }
         let payload = serde_json::to_vec(&line).unwrap_or_default();
         if let Some(live) = &self.live {
-            live.publish(&payload);
+            live.publish(&self.key.seal(BUILD_LOGS, &payload));
         }
         let journaled = self.journal(&payload);
         if self.spilled_from.is_some() {
@@ -181,7 +189,8 @@ impl Reporter {
     fn enqueue(&mut self, payload: &[u8]) -> bool {
         let record = FutureRecord::to(BUILD_LOGS)
             .key(&self.deployment_id)
-            .payload(payload);
+            .payload(payload)
+            .headers(self.signed(BUILD_LOGS, payload));
         match self.producer.send_result(record) {
             Ok(delivery) => {
                 self.pending.push_back(delivery);
@@ -194,6 +203,15 @@ impl Reporter {
                 true
             }
         }
+    }
+
+    /// The headers of a record on `topic`: its signature.
+    fn signed(&self, topic: &str, payload: &[u8]) -> OwnedHeaders {
+        let signature = self.key.sign(topic, payload);
+        OwnedHeaders::new().insert(Header {
+            key: SIGNATURE_HEADER,
+            value: Some(&signature),
+        })
     }
 
     /// Appends a line to the journal; false if it could not be written.
@@ -242,7 +260,8 @@ impl Reporter {
         let payload = serde_json::to_vec(&event)?;
         let record = FutureRecord::to(DEPLOYMENT_EVENTS)
             .key(&self.deployment_id)
-            .payload(&payload);
+            .payload(&payload)
+            .headers(self.signed(DEPLOYMENT_EVENTS, &payload));
         // No message timeout: the producer retries until the broker takes it.
         match tokio::time::timeout(
             EVENT_TIMEOUT,

@@ -550,6 +550,19 @@ pub fn msk_bytes(field: &str) -> Vec<u8> {
         .unwrap_or_else(|_| field.as_bytes().to_vec())
 }
 
+/// The value of header `name` of an MSK record (the event source mapping delivers
+/// header values as arrays of signed bytes).
+pub fn msk_header(
+    record: &aws_lambda_events::event::kafka::KafkaRecord,
+    name: &str,
+) -> Option<Vec<u8>> {
+    record
+        .headers
+        .iter()
+        .find_map(|headers| headers.get(name))
+        .map(|value| value.iter().map(|b| *b as u8).collect())
+}
+
 /// Where dead letters go. Guarantee: `Ok` means every letter is durably stored, and
 /// each was counted and logged (with the process's running total).
 #[async_trait::async_trait]

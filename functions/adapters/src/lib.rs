@@ -7,6 +7,7 @@ pub mod clickhouse;
 pub mod kafka;
 pub mod pg;
 pub mod s3;
+pub mod signing;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {

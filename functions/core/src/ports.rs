@@ -39,6 +39,10 @@ pub struct BuildCredentials {
     /// The grant for the next exchange (empty from a launcher; the API sets it).
     #[serde(default)]
     pub next_grant: String,
+    /// The key the build signs its events and log lines with, 64 hex characters: its
+    /// deployment's alone (empty from a launcher; the API sets it).
+    #[serde(default)]
+    pub build_key: String,
 }
 
 /// Names the key and the expiry; the secret, session token and next grant stay out of
@@ -54,6 +58,7 @@ impl std::fmt::Debug for BuildCredentials {
             )
             .field("expires_at_ms", &self.expires_at_ms)
             .field("next_grant", &"** redacted **")
+            .field("build_key", &"** redacted **")
             .finish()
     }
 }

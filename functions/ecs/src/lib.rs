@@ -251,6 +251,7 @@ impl EcsLauncher {
             session_token: Some(credentials.session_token().to_string()),
             expires_at_ms: credentials.expiration().to_millis().ok(),
             next_grant: String::new(),
+            build_key: String::new(),
         })
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use deploysphere_adapters::pg::{Db, DbError, Deployment, GrantUse, StateChange};
 use deploysphere_adapters::s3::ObjectStore;
+pub use deploysphere_adapters::signing::PlatformKey;
 use deploysphere_core::{
     BuildCredentials, BuildEvent, BuildEventKind, BuildSpec, DeploymentState, Launcher, Limits,
     Transition, TransitionError, transition,
@@ -209,6 +210,9 @@ pub struct Deployments {
     config: SchedulerConfig,
     edge: Option<EdgeRoutes>,
     sites: Option<ObjectStore>,
+    /// Derives each build's signing key: handed out with its credentials, checked on
+    /// every event it sends.
+    build_keys: PlatformKey,
 }
 
 impl Deployments {
@@ -217,13 +221,19 @@ impl Deployments {
         &self.config
     }
 
-    pub fn new(db: Db, launcher: Arc<dyn Launcher>, config: SchedulerConfig) -> Self {
+    pub fn new(
+        db: Db,
+        launcher: Arc<dyn Launcher>,
+        config: SchedulerConfig,
+        build_keys: PlatformKey,
+    ) -> Self {
         Deployments {
             db,
             launcher,
             config,
             edge: None,
             sites: None,
+            build_keys,
         }
     }
 
@@ -307,6 +317,7 @@ impl Deployments {
             .new_build_grant(id, valid_for_s)
             .await
             .map_err(|e| GrantError::Unavailable(e.to_string()))?;
+        credentials.build_key = self.build_keys.build_key(&id.to_string()).to_hex();
         info!(deployment_id = %id, "build credentials issued");
         Ok(credentials)
     }

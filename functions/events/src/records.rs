@@ -1,11 +1,15 @@
 //! The `deployment-events` records of an MSK event, as the events Lambda's event
 //! source mapping delivers them and the local consumer builds them: each is applied
-//! in order; one that can never apply (not a build event, or naming no deployment)
-//! goes to `deployment-events-dead-letter` with the reason, counted in the log, and
-//! never blocks the partition.
+//! in order; one that can never apply (not a build event, not signed by the build of
+//! the deployment it names, or naming no deployment) goes to
+//! `deployment-events-dead-letter` with the reason, counted in the log, and never
+//! blocks the partition.
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
-use deploysphere_adapters::kafka::{DeadLetter, DeadLetters, msk_bytes};
+use deploysphere_adapters::kafka::{
+    DEPLOYMENT_EVENTS, DeadLetter, DeadLetters, msk_bytes, msk_header,
+};
+use deploysphere_adapters::signing::{Checker, SIGNATURE_HEADER};
 use deploysphere_core::BuildEvent;
 
 use crate::{Deployments, EventError};
@@ -17,9 +21,22 @@ pub struct EventsReport {
     pub set_aside: usize,
 }
 
-fn decode(record: &KafkaRecord) -> Result<BuildEvent, String> {
+/// The event of a record, once its signature shows the build of the deployment it
+/// names wrote it.
+fn decode(keys: &mut Checker<'_>, record: &KafkaRecord) -> Result<BuildEvent, String> {
     let value = record.value.as_deref().ok_or("the record has no value")?;
-    serde_json::from_slice(&msk_bytes(value)).map_err(|e| format!("not a deployment event: {e}"))
+    let payload = msk_bytes(value);
+    let event: BuildEvent =
+        serde_json::from_slice(&payload).map_err(|e| format!("not a deployment event: {e}"))?;
+    let signature = msk_header(record, SIGNATURE_HEADER);
+    keys.check(
+        DEPLOYMENT_EVENTS,
+        &event.deployment_id,
+        &payload,
+        signature.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(event)
 }
 
 impl Deployments {
@@ -33,11 +50,12 @@ impl Deployments {
     ) -> Result<EventsReport, EventError> {
         let mut letters = Vec::new();
         let mut applied = 0;
+        let mut checker = self.build_keys.checker();
         let mut partitions: Vec<&String> = event.records.keys().collect();
         partitions.sort();
         for partition in partitions {
             for record in &event.records[partition] {
-                let report = match decode(record) {
+                let report = match decode(&mut checker, record) {
                     Ok(report) => report,
                     Err(reason) => {
                         letters.push(DeadLetter::from_msk(record, reason));

@@ -17,7 +17,7 @@ use deploysphere_adapters::s3::{ObjectStore, S3Config};
 use deploysphere_core::{BuildEvent, Launcher};
 use deploysphere_ecs::{AwsAccess, EcsLauncher, EcsSettings};
 use deploysphere_events::ecs::{TaskStateChangeEvent, task_stopped};
-use deploysphere_events::{Deployments, SchedulerConfig};
+use deploysphere_events::{Deployments, PlatformKey, SchedulerConfig};
 use serde_json::Value;
 
 pub use lambda_http;
@@ -216,6 +216,19 @@ impl Settings {
         Ok(format!("rediss://:{token}@{host}:{port}"))
     }
 
+    /// The platform key every build's signing key is derived from:
+    /// `DEPLOYSPHERE_BUILD_SIGNING_KEY`, or the secret in
+    /// `DEPLOYSPHERE_BUILD_SIGNING_KEY_SECRET_ARN` (the template's `BuildSigningKey`).
+    pub async fn build_keys(&self) -> anyhow::Result<PlatformKey> {
+        let secret = self
+            .secret(
+                "DEPLOYSPHERE_BUILD_SIGNING_KEY",
+                "DEPLOYSPHERE_BUILD_SIGNING_KEY_SECRET_ARN",
+            )
+            .await?;
+        PlatformKey::new(secret.trim().as_bytes()).map_err(anyhow::Error::msg)
+    }
+
     /// What the WebSocket handler and the relay need: the database, the log store,
     /// Redis at `redis_url`, and `PostToConnection` on `DEPLOYSPHERE_WS_ENDPOINT`.
     pub async fn ws_context(&self, redis_url: &str) -> anyhow::Result<deploysphere_ws::WsContext> {
@@ -231,11 +244,12 @@ impl Settings {
                 &self.var("DEPLOYSPHERE_WS_ENDPOINT")?,
             )),
             hash_token: deploysphere_api::hash_token,
+            build_keys: self.build_keys().await?,
         })
     }
 
     /// The deployment service with the ECS launcher and the edge's host records.
-    pub fn deployments(&self, db: Db) -> anyhow::Result<Deployments> {
+    pub async fn deployments(&self, db: Db) -> anyhow::Result<Deployments> {
         let settings = EcsSettings {
             cluster: self.var("DEPLOYSPHERE_ECS_CLUSTER")?,
             task_definition: self.var("DEPLOYSPHERE_BUILD_TASK_DEFINITION")?,
@@ -272,10 +286,13 @@ impl Settings {
             },
             ..SchedulerConfig::default()
         };
-        Ok(
-            Deployments::new(db, Arc::new(launcher) as Arc<dyn Launcher>, scheduler)
-                .with_sites_bucket(self.object_store()?),
+        Ok(Deployments::new(
+            db,
+            Arc::new(launcher) as Arc<dyn Launcher>,
+            scheduler,
+            self.build_keys().await?,
         )
+        .with_sites_bucket(self.object_store()?))
     }
 
     /// The sites bucket, through the task's or function's own credentials.
@@ -417,7 +434,7 @@ mod tests {
         else {
             panic!("an MSK event");
         };
-        assert_eq!(event.records["deployment-events-0"].len(), 3);
+        assert_eq!(event.records["deployment-events-0"].len(), 4);
         let stopped = events_invocation(&fixture("ecs-task-stopped-oom.json")).unwrap();
         assert!(
             matches!(stopped, EventsInvocation::TaskStopped(Some(_))),

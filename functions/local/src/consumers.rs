@@ -12,10 +12,11 @@ use deploysphere_adapters::kafka::{
 use deploysphere_core::BuildEvent;
 use deploysphere_events::Deployments;
 use deploysphere_log_ingest::{
-    KafkaDeadLetters, MAX_BATCH_LINES, RawRecord, handle_kafka_event, kafka_event,
+    KafkaDeadLetters, MAX_BATCH_LINES, PlatformKey, RawRecord, handle_kafka_event, kafka_event,
 };
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Headers;
 use tokio::task::JoinHandle;
 use tracing::{error, warn};
 
@@ -36,13 +37,18 @@ pub async fn supervise_kafka(
     port: u16,
     deployments: Deployments,
     store: LogStore,
+    build_keys: PlatformKey,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let brokers = format!("127.0.0.1:{port}");
     loop {
         let mut consumers = AbortOnDrop(vec![
             tokio::spawn(deployment_events(brokers.clone(), deployments.clone())),
-            tokio::spawn(build_logs(brokers.clone(), store.clone())),
+            tokio::spawn(build_logs(
+                brokers.clone(),
+                store.clone(),
+                build_keys.clone(),
+            )),
         ]);
         let status = tokio::select! {
             // Turned true (the only change), or the platform is gone.
@@ -155,6 +161,15 @@ fn raw_record(message: &rdkafka::message::BorrowedMessage<'_>) -> RawRecord {
         timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
         key: message.key().map(<[u8]>::to_vec),
         value: message.payload().map(<[u8]>::to_vec),
+        headers: message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 
@@ -186,7 +201,11 @@ pub async fn apply_with_retry(deployments: &Deployments, event: &BuildEvent) {
 /// searchable while a build is quiet. A few inserts a second suit ClickHouse well.
 const BATCH_WINDOW: Duration = Duration::from_millis(250);
 
-pub async fn build_logs(brokers: String, store: LogStore) -> anyhow::Result<()> {
+pub async fn build_logs(
+    brokers: String,
+    store: LogStore,
+    build_keys: PlatformKey,
+) -> anyhow::Result<()> {
     let consumer: StreamConsumer = consumer_config(&brokers, "deploysphere-log-ingest").create()?;
     consumer.subscribe(&[BUILD_LOGS])?;
     let dead_letters = KafkaDeadLetters::new(
@@ -221,7 +240,7 @@ pub async fn build_logs(brokers: String, store: LogStore) -> anyhow::Result<()> 
         }
         let event = kafka_event(&batch);
         let mut delay = Duration::from_millis(200);
-        while let Err(e) = handle_kafka_event(&store, &dead_letters, &event).await {
+        while let Err(e) = handle_kafka_event(&store, &build_keys, &dead_letters, &event).await {
             error!(error = %e, records = batch.len(), "log ingest failed; retrying the batch");
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));

@@ -20,7 +20,7 @@ use deploysphere_adapters::pg::{self, Db};
 use deploysphere_adapters::s3::{ObjectStore, S3Config};
 use deploysphere_api::{ApiConfig, AppState, LocalSources, SitesConfig, hash_token, new_token};
 use deploysphere_core::{BuildCredentials, DeploymentState, Launcher};
-use deploysphere_events::{Deployments, PrivateSources, SchedulerConfig};
+use deploysphere_events::{Deployments, PlatformKey, PrivateSources, SchedulerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{error, info};
@@ -142,6 +142,8 @@ fn main() -> std::process::ExitCode {
 
 const S3_ACCESS_KEY: &str = "deploysphere";
 const S3_BUCKET: &str = "deploysphere-sites";
+/// The platform key builds' signing keys derive from, in the data folder (0600).
+const BUILD_SIGNING_KEY_FILE: &str = "build-signing-key";
 
 /// Reuses the admin token of an earlier run if it is still valid, else makes one.
 async fn admin_token(db: &Db, home: &Path) -> anyhow::Result<String> {
@@ -171,7 +173,8 @@ fn local_secret(home: &Path, name: &str) -> anyhow::Result<String> {
         narrow_to_owner(&path)?;
         return Ok(secret.trim().to_string());
     }
-    let secret = new_token();
+    // 64 hex characters (256 random bits).
+    let secret = deploysphere_adapters::new_token("");
     write_private(&path, secret.as_bytes())?;
     Ok(secret)
 }
@@ -400,6 +403,7 @@ async fn run(
             session_token: None,
             expires_at_ms: None,
             next_grant: String::new(),
+            build_key: String::new(),
         },
     ));
     let scheduler = SchedulerConfig {
@@ -417,9 +421,16 @@ async fn run(
             PrivateSources::AdminOnly
         },
     };
-    let deployments =
-        Deployments::new(db.clone(), launcher.clone() as Arc<dyn Launcher>, scheduler)
-            .with_sites_bucket(store.clone());
+    // Each build signs its events and log lines with a key derived from this one.
+    let build_keys = PlatformKey::new(local_secret(home, BUILD_SIGNING_KEY_FILE)?.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", home.join(BUILD_SIGNING_KEY_FILE).display()))?;
+    let deployments = Deployments::new(
+        db.clone(),
+        launcher.clone() as Arc<dyn Launcher>,
+        scheduler,
+        build_keys.clone(),
+    )
+    .with_sites_bucket(store.clone());
 
     // Builds that were running when the platform last stopped have no process now.
     for id in db.launched_unfinished().await? {
@@ -476,6 +487,7 @@ async fn run(
             "local",
         )),
         hash_token,
+        build_keys: build_keys.clone(),
     };
     let ws_listener = bind("websocket gateway", args.ws_port).await?;
     let gateway_router = gateway::Gateway::new(ws_context.clone()).router();
@@ -501,6 +513,7 @@ async fn run(
         args.kafka_port,
         deployments.clone(),
         log_store.clone(),
+        build_keys,
         kafka_shutdown,
     ));
     let stopped_task = {
@@ -537,6 +550,7 @@ async fn run(
         "kafka_brokers": brokers,
         "clickhouse_url": clickhouse_url,
         "builds_dir": services::builds_dir(home),
+        "build_signing_key_file": home.join(BUILD_SIGNING_KEY_FILE),
         "s3": {"endpoint": s3_config.endpoint, "bucket": S3_BUCKET, "access_key": S3_ACCESS_KEY, "secret_key": s3_secret},
     });
     write_private(

@@ -4,15 +4,19 @@
 //!
 //! Guarantees: a batch is acknowledged only after ClickHouse accepted every line of
 //! it; replaying a batch is harmless (rows are keyed by (deployment_id, seq) in a
-//! ReplacingMergeTree); a record that can never be inserted is set aside with its
-//! reason and counted, and never blocks the partition.
+//! ReplacingMergeTree); a record that can never be inserted (not a log line, or not
+//! signed by the build of the deployment it names) is set aside with its reason and
+//! counted, and never blocks the partition.
 
 use aws_lambda_events::encodings::MillisecondTimestamp;
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use deploysphere_adapters::clickhouse::{ClickHouseError, LogStore};
+use deploysphere_adapters::kafka::{BUILD_LOGS, msk_header};
 pub use deploysphere_adapters::kafka::{DeadLetter, DeadLetters, KafkaDeadLetters};
+pub use deploysphere_adapters::signing::PlatformKey;
+use deploysphere_adapters::signing::{Checker, SIGNATURE_HEADER};
 use deploysphere_core::LogLine;
 
 /// Lines per ClickHouse insert.
@@ -35,7 +39,9 @@ pub struct IngestReport {
     pub set_aside: usize,
 }
 
-fn decode(record: &KafkaRecord) -> Result<LogLine, String> {
+/// The line of a record, once its signature shows the build of the deployment it
+/// names wrote it.
+fn decode(keys: &mut Checker<'_>, record: &KafkaRecord) -> Result<LogLine, String> {
     let value = record.value.as_deref().ok_or("the record has no value")?;
     let payload = BASE64
         .decode(value)
@@ -45,6 +51,14 @@ fn decode(record: &KafkaRecord) -> Result<LogLine, String> {
     if line.seq == 0 || line.deployment_id.is_empty() {
         return Err("a log line needs a deployment_id and a seq from 1".into());
     }
+    let signature = msk_header(record, SIGNATURE_HEADER);
+    keys.check(
+        BUILD_LOGS,
+        &line.deployment_id,
+        &payload,
+        signature.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
     Ok(line)
 }
 
@@ -53,16 +67,18 @@ fn decode(record: &KafkaRecord) -> Result<LogLine, String> {
 /// of the event may be acknowledged; retrying it is safe.
 pub async fn handle_kafka_event(
     store: &LogStore,
+    keys: &PlatformKey,
     dead_letters: &dyn DeadLetters,
     event: &KafkaEvent,
 ) -> Result<IngestReport, IngestError> {
     let mut lines = Vec::new();
     let mut letters = Vec::new();
+    let mut checker = keys.checker();
     let mut partitions: Vec<&String> = event.records.keys().collect();
     partitions.sort();
     for partition in partitions {
         for record in &event.records[partition] {
-            match decode(record) {
+            match decode(&mut checker, record) {
                 Ok(line) => lines.push(line),
                 Err(reason) => letters.push(DeadLetter::from_msk(record, reason)),
             }
@@ -92,6 +108,7 @@ pub struct RawRecord {
     pub timestamp_ms: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// The MSK event for records read by a local consumer: what the event source mapping
@@ -111,6 +128,14 @@ pub fn kafka_event(records: &[RawRecord]) -> KafkaEvent {
         record.timestamp_type = Some("CREATE_TIME".into());
         record.key = raw.key.as_ref().map(|k| BASE64.encode(k));
         record.value = raw.value.as_ref().map(|v| BASE64.encode(v));
+        record.headers = raw
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let bytes = value.iter().map(|b| *b as i8).collect();
+                std::collections::HashMap::from([(name.clone(), bytes)])
+            })
+            .collect();
         event
             .records
             .entry(format!("{}-{}", raw.topic, raw.partition))
@@ -127,21 +152,47 @@ mod tests {
     /// A real MSK event as the event source mapping delivers it (fixture JSON).
     const FIXTURE: &str = include_str!("../../../tests/fixtures/events/msk-build-logs.json");
 
+    /// The key the fixtures are signed with.
+    fn fixture_keys() -> PlatformKey {
+        let key = include_str!("../../../tests/fixtures/events/build-signing-key.txt");
+        PlatformKey::new(key.trim().as_bytes()).unwrap()
+    }
+
     #[test]
-    fn decodes_the_msk_event_fixture() {
+    fn decodes_the_msk_event_fixture_and_refuses_lines_its_build_did_not_sign() {
         let event: KafkaEvent = serde_json::from_str(FIXTURE).unwrap();
         let records = &event.records["build-logs-0"];
-        assert_eq!(records.len(), 3);
-        let line = decode(&records[0]).unwrap();
+        assert_eq!(records.len(), 5);
+        let keys = fixture_keys();
+        let mut keys = keys.checker();
+        let line = decode(&mut keys, &records[0]).unwrap();
         assert_eq!(line.seq, 1);
         assert_eq!(
             line.message,
             "Cloning https://github.com/acme/site.git (main)"
         );
-        assert!(decode(&records[2]).unwrap_err().contains("not a log line"));
+        assert!(
+            decode(&mut keys, &records[2])
+                .unwrap_err()
+                .contains("not a log line")
+        );
         let letter = DeadLetter::from_msk(&records[2], "x".into());
         assert_eq!((letter.partition, letter.offset), (0, 42));
         assert_eq!(letter.payload, b"this is not json");
+        // Signed with another deployment's key, and not signed at all.
+        let forged = decode(&mut keys, &records[3]).unwrap_err();
+        assert!(
+            forged.contains("not deployment 0b9f4f63-3c55-4bb1-9a43-2f1f6f0c1c11's"),
+            "{forged}"
+        );
+        assert!(
+            decode(&mut keys, &records[4])
+                .unwrap_err()
+                .starts_with("unsigned")
+        );
+        // Under another platform's key even the build's own lines are refused.
+        let other = PlatformKey::new(&[1u8; 32]).unwrap();
+        assert!(decode(&mut other.checker(), &records[0]).is_err());
     }
 
     #[test]
@@ -152,11 +203,16 @@ mod tests {
             timestamp_ms: 1_700_000_000_000,
             key: Some(b"d1".to_vec()),
             value: Some(b"{}".to_vec()),
+            headers: vec![("deploysphere-signature".into(), b"v1=ab".to_vec())],
             ..RawRecord::default()
         }]);
         let record = &event.records["build-logs-0"][0];
         assert_eq!(record.offset, 7);
         assert_eq!(record.value.as_deref(), Some("e30="));
         assert_eq!(event.event_source.as_deref(), Some("aws:kafka"));
+        assert_eq!(
+            msk_header(record, "deploysphere-signature").as_deref(),
+            Some(&b"v1=ab"[..])
+        );
     }
 }

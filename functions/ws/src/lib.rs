@@ -16,7 +16,10 @@ use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxy
 use aws_lambda_events::encodings::Body;
 use chrono::{SecondsFormat, TimeZone, Utc};
 use deploysphere_adapters::clickhouse::LogStore;
+use deploysphere_adapters::kafka::BUILD_LOGS;
 use deploysphere_adapters::pg::Db;
+pub use deploysphere_adapters::signing::PlatformKey;
+use deploysphere_adapters::signing::unseal;
 use deploysphere_core::{DeploymentState, LogLine};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
@@ -57,6 +60,8 @@ pub struct WsContext {
     pub redis: MultiplexedConnection,
     pub poster: Arc<dyn Poster>,
     pub hash_token: TokenHasher,
+    /// Tells the lines a deployment's build wrote to Redis from lines another wrote.
+    pub build_keys: PlatformKey,
 }
 
 fn conn_key(connection_id: &str) -> String {
@@ -335,12 +340,36 @@ async fn lines_after(ctx: &WsContext, deployment_id: &str, cursor: u64) -> Vec<L
         .lrange(recent_key(deployment_id), 0, -1)
         .await
         .unwrap_or_default();
-    let mut by_seq: BTreeMap<u64, LogLine> = recent
-        .iter()
-        .filter_map(|raw| serde_json::from_slice::<LogLine>(raw).ok())
-        .filter(|line| line.seq > cursor)
-        .map(|line| (line.seq, line))
-        .collect();
+    let mut by_seq: BTreeMap<u64, LogLine> = BTreeMap::new();
+    let mut refused = 0;
+    let mut checker = ctx.build_keys.checker();
+    for raw in &recent {
+        let (signature, payload) = unseal(raw);
+        let Ok(line) = serde_json::from_slice::<LogLine>(payload) else {
+            refused += 1;
+            continue;
+        };
+        if line.seq <= cursor {
+            continue;
+        }
+        // Every build can write to Redis: a line counts only when the build of this
+        // deployment signed it (the stored log stands in for what is refused).
+        let own = line.deployment_id == deployment_id
+            && checker
+                .check(BUILD_LOGS, deployment_id, payload, signature)
+                .is_ok();
+        if own {
+            by_seq.insert(line.seq, line);
+        } else {
+            refused += 1;
+        }
+    }
+    if refused > 0 {
+        warn!(
+            deployment_id,
+            refused, "ws: lines in the live list that its build did not sign were skipped"
+        );
+    }
     if by_seq.keys().next() != Some(&(cursor + 1)) {
         match ctx.logs.lines(deployment_id, cursor, 10_000).await {
             Ok(stored) => {

@@ -59,7 +59,12 @@ async fn main() {
         .send(
             rdkafka::producer::FutureRecord::to(deploysphere_adapters::kafka::BUILD_LOGS)
                 .key(&warm_id)
-                .payload(&warm_line),
+                .payload(&warm_line)
+                .headers(signature_headers(
+                    &p.build_key(&warm_id),
+                    deploysphere_adapters::kafka::BUILD_LOGS,
+                    &warm_line,
+                )),
             Duration::from_secs(10),
         )
         .await
@@ -72,6 +77,8 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let warm_up = t_warm.elapsed().as_secs_f64();
+    // Signed as a build signs its lines (the ingest refuses others).
+    let queued_key = p.build_key(&queued_id);
     let t0 = Instant::now();
     let mut deliveries = Vec::new();
     for seq in 1..=LINES {
@@ -83,7 +90,12 @@ async fn main() {
         let payload = serde_json::to_vec(&line).unwrap();
         let record = rdkafka::producer::FutureRecord::to(deploysphere_adapters::kafka::BUILD_LOGS)
             .key(&queued_id)
-            .payload(&payload);
+            .payload(&payload)
+            .headers(signature_headers(
+                &queued_key,
+                deploysphere_adapters::kafka::BUILD_LOGS,
+                &payload,
+            ));
         deliveries.push(producer.send_result(record).expect("queued"));
     }
     for delivery in deliveries {

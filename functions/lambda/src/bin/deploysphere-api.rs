@@ -16,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
     let state = AppState {
         db: db.clone(),
         logs: settings.log_store().await?,
-        deployments: settings.deployments(db)?,
+        deployments: settings.deployments(db).await?,
         config: Arc::new(ApiConfig {
             sites: SitesConfig {
                 scheme: "https".into(),

@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
     // A stack update may reach this function before the api: both migrate (the
     // migrations are serialized by a lock and applied once).
     deploysphere_adapters::pg::migrate(&db.pool).await?;
-    let deployments = settings.deployments(db)?;
+    let deployments = settings.deployments(db).await?;
     let (kafka, context) = settings.kafka()?;
     let dead_letters = Arc::new(KafkaDeadLetters::new(
         &kafka,

@@ -15,6 +15,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let store = settings.log_store().await?;
     store.migrate().await?;
+    let build_keys = settings.build_keys().await?;
     let (kafka, context) = settings.kafka()?;
     let dead_letters = Arc::new(KafkaDeadLetters::new(
         &kafka,
@@ -22,9 +23,12 @@ async fn main() -> anyhow::Result<()> {
         deploysphere_adapters::kafka::BUILD_LOGS_DEAD_LETTER,
     )?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<KafkaEvent>| {
-        let (store, dead_letters) = (store.clone(), dead_letters.clone());
+        let (store, build_keys, dead_letters) =
+            (store.clone(), build_keys.clone(), dead_letters.clone());
         async move {
-            let report = handle_kafka_event(&store, dead_letters.as_ref(), &event.payload).await?;
+            let report =
+                handle_kafka_event(&store, &build_keys, dead_letters.as_ref(), &event.payload)
+                    .await?;
             tracing::info!(
                 inserted = report.inserted,
                 set_aside = report.set_aside,
