@@ -950,6 +950,12 @@ pub fn fixture_signing_key() -> String {
 /// Reads `topic` (a dead-letter topic) from the start until a record whose payload
 /// contains `marker` shows up; returns its payload and `reason` header.
 pub async fn find_dead_letter(topic: &str, marker: &str) -> (String, String) {
+    find_dead_letters(topic, &[marker]).await.remove(0)
+}
+
+/// As [`find_dead_letter`] for several markers in one read of the topic: the payload
+/// and reason of the first record containing each, in the order of `markers`.
+pub async fn find_dead_letters(topic: &str, markers: &[&str]) -> Vec<(String, String)> {
     use rdkafka::Message;
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::message::Headers;
@@ -959,24 +965,39 @@ pub async fn find_dead_letter(topic: &str, marker: &str) -> (String, String) {
             .create()
             .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
+    let mut found: Vec<Option<(String, String)>> = vec![None; markers.len()];
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
+        if found.iter().all(Option::is_some) {
+            return found.into_iter().flatten().collect();
+        }
         let Ok(Ok(message)) = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await
         else {
             continue;
         };
         let payload = String::from_utf8_lossy(message.payload().unwrap_or_default()).to_string();
-        if payload.contains(marker) {
-            let reason = message
-                .headers()
-                .and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == "reason")
-                        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).to_string()))
-                })
-                .unwrap_or_default();
-            return (payload, reason);
+        for (slot, marker) in found.iter_mut().zip(markers) {
+            if slot.is_none() && payload.contains(marker) {
+                let reason = message
+                    .headers()
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == "reason")
+                            .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).to_string()))
+                    })
+                    .unwrap_or_default();
+                *slot = Some((payload.clone(), reason));
+            }
         }
     }
-    panic!("no record containing {marker:?} on {topic}");
+    if found.iter().all(Option::is_some) {
+        return found.into_iter().flatten().collect();
+    }
+    let missing: Vec<&&str> = markers
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(m, _)| m)
+        .collect();
+    panic!("no record containing {missing:?} on {topic}");
 }

@@ -51,7 +51,7 @@ async fn a_build_cannot_write_another_deployments_state_or_log() {
 
     // The victim: a build that takes a while, watched live from its first line.
     let victim = Api::new_account("victim").await;
-    let (victim_project, _victim_repo) = slow_project(&victim, "victim site", 600, 30).await;
+    let (victim_project, _victim_repo) = slow_project(&victim, "victim site", 900, 45).await;
     let deployment = victim.deploy(&victim_project).await;
     let victim_id = deployment["id"].as_str().unwrap().to_string();
     let viewer = {
@@ -83,18 +83,27 @@ async fn a_build_cannot_write_another_deployments_state_or_log() {
         },
     };
     let json = |v: &BuildEvent| serde_json::to_vec(v).unwrap();
-    produce(
-        DEPLOYMENT_EVENTS,
-        &victim_id,
-        &json(&finished),
-        Some(&stolen_key),
+    let stolen = Some(&stolen_key);
+    produce(DEPLOYMENT_EVENTS, &victim_id, &json(&finished), stolen).await;
+    produce(DEPLOYMENT_EVENTS, &victim_id, &json(&failed), None).await;
+    // Both are set aside, saying why. Events apply in order, so both were read past
+    // once they are there, and the victim is still building.
+    let not_victims = format!("not deployment {victim_id}'s");
+    let forged_failure = format!("forged failure {marker}");
+    let letters = find_dead_letters(
+        DEPLOYMENT_EVENTS_DEAD_LETTER,
+        &[&own_manifest, &forged_failure],
     )
     .await;
-    produce(DEPLOYMENT_EVENTS, &victim_id, &json(&failed), None).await;
+    assert!(letters[0].1.contains(&not_victims), "{}", letters[0].1);
+    assert!(letters[1].1.starts_with("unsigned"), "{}", letters[1].1);
+    let now = victim.get(&format!("/v1/deployments/{victim_id}")).await;
+    assert_eq!(now.body["state"], "BUILDING", "{}", now.body);
+
     // Log lines: one replacing the victim's first line, one past its end, one unsigned.
-    let line = |seq: u64, text: &str| {
+    let line_of = |deployment_id: &str, seq: u64, text: &str| {
         serde_json::to_vec(&LogLine {
-            deployment_id: victim_id.clone(),
+            deployment_id: deployment_id.to_string(),
             project_id: victim_project.clone(),
             seq,
             ts_ms: now_ms(),
@@ -103,7 +112,7 @@ async fn a_build_cannot_write_another_deployments_state_or_log() {
         })
         .unwrap()
     };
-    let stolen = Some(&stolen_key);
+    let line = |seq: u64, text: &str| line_of(&victim_id, seq, text);
     produce(
         BUILD_LOGS,
         &victim_id,
@@ -119,17 +128,31 @@ async fn a_build_cannot_write_another_deployments_state_or_log() {
     )
     .await;
     produce(BUILD_LOGS, &victim_id, &line(2, "unsigned line"), None).await;
+    let texts = ["forged first line", "forged late line", "unsigned line"]
+        .map(|text| format!("{text} {marker}"));
+    let letters =
+        find_dead_letters(BUILD_LOGS_DEAD_LETTER, &[&texts[0], &texts[1], &texts[2]]).await;
+    for (letter, why) in letters.iter().zip([&not_victims, &not_victims, "unsigned"]) {
+        assert!(letter.1.contains(why), "{}: {}", letter.0, letter.1);
+    }
+
     // Redis: lines ahead of the victim's build in its live list, sealed with the
-    // attacker's key and not sealed at all, and a wake-up for its viewers.
+    // attacker's key, not sealed at all, and rightly sealed but naming the attacker's
+    // own deployment; then a wake-up for the victim's viewers.
     let client = redis::Client::open(p.redis_url.as_str()).unwrap();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
     let recent = format!("logs:recent:{victim_id}");
-    for seq in 1..=1000 {
-        let forged = stolen_key.seal(BUILD_LOGS, &line(seq, "forged live line"));
-        let plain = line(seq, "plain live line");
+    for seq in 1..=1500 {
         let _: () = redis::pipe()
-            .rpush(&recent, forged)
-            .rpush(&recent, plain)
+            .rpush(
+                &recent,
+                stolen_key.seal(BUILD_LOGS, &line(seq, "forged live line")),
+            )
+            .rpush(&recent, line(seq, "plain live line"))
+            .rpush(
+                &recent,
+                stolen_key.seal(BUILD_LOGS, &line_of(&own_id, seq, "own live line")),
+            )
             .query_async(&mut redis)
             .await
             .unwrap();
@@ -141,34 +164,8 @@ async fn a_build_cannot_write_another_deployments_state_or_log() {
         .await
         .unwrap();
 
-    // Each forged record is set aside, saying why...
-    let not_victims = format!("not deployment {victim_id}'s");
-    let (_, reason) = find_dead_letter(DEPLOYMENT_EVENTS_DEAD_LETTER, &own_manifest).await;
-    assert!(reason.contains(&not_victims), "{reason}");
-    let (_, reason) = find_dead_letter(
-        DEPLOYMENT_EVENTS_DEAD_LETTER,
-        &format!("forged failure {marker}"),
-    )
-    .await;
-    assert!(reason.starts_with("unsigned"), "{reason}");
-    // (events apply in order: both were read past, and the victim is still building)
-    let now = victim
-        .get(&format!("/v1/deployments/{victim_id}"))
-        .await
-        .body;
-    assert_eq!(now["state"], "BUILDING", "{now}");
-    for (text, why) in [
-        ("forged first line", not_victims.as_str()),
-        ("forged late line", not_victims.as_str()),
-        ("unsigned line", "unsigned"),
-    ] {
-        let (_, reason) =
-            find_dead_letter(BUILD_LOGS_DEAD_LETTER, &format!("{text} {marker}")).await;
-        assert!(reason.contains(why), "{text}: {reason}");
-    }
-
     // The victim's build ends as its own build says, with its own files and log.
-    assert_slow_build_complete(&victim, &victim_id, 600).await;
+    assert_slow_build_complete(&victim, &victim_id, 900).await;
     let stored = victim.logs_containing(&victim_id, "Deployed").await;
     assert!(
         messages(&stored).iter().all(|m| !m.contains(&marker)),
@@ -201,5 +198,95 @@ async fn a_build_cannot_write_another_deployments_state_or_log() {
         .as_str()
         .expect("slug")
         .to_string();
-    wait_served(&host(&slug), "/", "600 lines").await;
+    wait_served(&host(&slug), "/", "900 lines").await;
+}
+
+/// The Redis login builds get may append a deployment's live lines and publish on its
+/// channel, and nothing else: it cannot read any log, subscribe, or touch the records
+/// that decide who is sent which deployment's log (so an escaped build cannot have
+/// another tenant's log pushed to its own connection, or hide lines from a viewer).
+#[tokio::test]
+async fn a_builds_redis_login_can_only_append_live_lines() {
+    let p = platform();
+    let password = std::fs::read_to_string(p.home.join("redis-build-password")).unwrap();
+    let port = p.redis_url.rsplit(':').next().unwrap();
+    let url = format!("redis://build:{}@127.0.0.1:{port}", password.trim());
+    let mut build = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("builds log in");
+    let id = uuid::Uuid::new_v4();
+    let list = format!("logs:recent:{id}");
+    let (cursor, subs) = (format!("ws:cursor:c1:{id}"), format!("ws:subs:{id}"));
+    let (channel, id) = (format!("logs:{id}"), id.to_string());
+    let allowed: [&[&str]; 4] = [
+        &["RPUSH", &list, "v1=00 {}"],
+        &["LTRIM", &list, "-10", "-1"],
+        &["EXPIRE", &list, "60"],
+        &["PUBLISH", &channel, "x"],
+    ];
+    for words in allowed {
+        let answer: redis::RedisResult<redis::Value> = command(words).query_async(&mut build).await;
+        assert!(answer.is_ok(), "{words:?}: {answer:?}");
+    }
+    let refused: [&[&str]; 13] = [
+        &["LRANGE", &list, "0", "-1"],
+        &["GET", &cursor],
+        &["SET", &cursor, "0"],
+        &["SADD", &subs, "c1"],
+        &["ZADD", "ws:watched", "1", &id],
+        &["RPUSH", "ws:conn:c1", "x"],
+        &["DEL", &list],
+        &["SCAN", "0"],
+        &["KEYS", "*"],
+        &["PUBLISH", "other", "x"],
+        &["SUBSCRIBE", &channel],
+        &["FLUSHALL"],
+        &["CONFIG", "GET", "*"],
+    ];
+    for words in refused {
+        let answer: redis::RedisResult<redis::Value> = command(words).query_async(&mut build).await;
+        let error = answer.expect_err(&format!("{words:?} is refused"));
+        assert!(error.to_string().contains("NOPERM"), "{words:?}: {error}");
+    }
+    // Without a password nobody gets in; the platform's own login can do it all.
+    let anonymous = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await;
+    let refused: redis::RedisResult<redis::Value> = match anonymous {
+        Ok(mut connection) => {
+            redis::cmd("GET")
+                .arg("x")
+                .query_async(&mut connection)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    assert!(
+        refused.is_err(),
+        "an anonymous client is refused: {refused:?}"
+    );
+    let mut platform = redis::Client::open(p.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let lines: Vec<String> = redis::cmd("LRANGE")
+        .arg(&list)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut platform)
+        .await
+        .unwrap();
+    assert_eq!(lines, ["v1=00 {}"]);
+}
+
+fn command(words: &[&str]) -> redis::Cmd {
+    let mut command = redis::cmd(words[0]);
+    for word in &words[1..] {
+        command.arg(*word);
+    }
+    command
 }

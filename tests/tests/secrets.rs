@@ -124,7 +124,15 @@ fn the_platforms_secrets_are_private_files() {
             & 0o777
     };
     assert_eq!(mode(&p.home), 0o700, "the data folder");
-    for file in ["token", "platform.json", "s3-secret", "build-signing-key"] {
+    for file in [
+        "token",
+        "platform.json",
+        "s3-secret",
+        "build-signing-key",
+        "redis-password",
+        "redis-build-password",
+        "redis/users.acl",
+    ] {
         assert_eq!(mode(&p.home.join(file)), 0o600, "{file}");
     }
 }

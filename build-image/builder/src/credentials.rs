@@ -228,9 +228,10 @@ impl GrantCredentials {
             "deploysphere-build-grant",
         );
         if !issued.build_key.is_empty() {
+            // A key the API got wrong will not get better by asking again.
             let key = BuildKey::from_hex(&issued.build_key).map_err(|message| {
-                ExchangeError::Unavailable {
-                    url: format!("{}/v1/build-credentials", self.inner.api_url),
+                ExchangeError::Refused {
+                    status: 200,
                     message,
                 }
             })?;

@@ -49,16 +49,18 @@ fn deployment_of_spec(key: &str) -> Option<&str> {
     key.strip_prefix("staging/")?.split('/').next()
 }
 
-/// The Redis URL: `DEPLOYSPHERE_REDIS_URL`, or (AWS shape) host, port and AUTH token
-/// over TLS.
+/// The Redis URL: `DEPLOYSPHERE_REDIS_URL`, or (AWS shape) host, port, the builds'
+/// Redis user (`DEPLOYSPHERE_REDIS_USER`, which may only append live lines) and its
+/// password, over TLS.
 fn redis_url() -> Option<String> {
     if let Ok(url) = std::env::var("DEPLOYSPHERE_REDIS_URL") {
         return Some(url);
     }
     let host = std::env::var("DEPLOYSPHERE_REDIS_HOST").ok()?;
     let port = std::env::var("DEPLOYSPHERE_REDIS_PORT").unwrap_or_else(|_| "6379".into());
+    let user = std::env::var("DEPLOYSPHERE_REDIS_USER").unwrap_or_default();
     Some(match std::env::var("DEPLOYSPHERE_REDIS_AUTH") {
-        Ok(token) => format!("rediss://:{token}@{host}:{port}"),
+        Ok(token) => format!("rediss://{user}:{token}@{host}:{port}"),
         Err(_) => format!("redis://{host}:{port}"),
     })
 }

@@ -200,7 +200,8 @@ impl Settings {
         ))
     }
 
-    /// `DEPLOYSPHERE_REDIS_URL`, or host, port and the AUTH token secret (TLS).
+    /// `DEPLOYSPHERE_REDIS_URL`, or host, port, the platform's Redis user
+    /// (`DEPLOYSPHERE_REDIS_USER`) and its password secret (TLS).
     pub async fn redis_url(&self) -> anyhow::Result<String> {
         if let Some(url) = self.source.var("DEPLOYSPHERE_REDIS_URL") {
             return Ok(url);
@@ -213,7 +214,8 @@ impl Settings {
                 "DEPLOYSPHERE_REDIS_AUTH_SECRET_ARN",
             )
             .await?;
-        Ok(format!("rediss://:{token}@{host}:{port}"))
+        let user = self.var_or("DEPLOYSPHERE_REDIS_USER", "");
+        Ok(format!("rediss://{user}:{token}@{host}:{port}"))
     }
 
     /// The platform key every build's signing key is derived from:

