@@ -48,9 +48,10 @@ impl LivePublisher {
         LivePublisher { tx, missed, task }
     }
 
-    /// Queues a line (a JSON object) for Redis; never waits.
-    pub fn publish(&self, payload: &[u8]) {
-        if self.tx.try_send(payload.to_vec()).is_err() {
+    /// Queues a line (sealed: see `deploysphere_adapters::signing::sealed`) for Redis;
+    /// never waits.
+    pub fn publish(&self, line: Vec<u8>) {
+        if self.tx.try_send(line).is_err() {
             self.missed.fetch_add(1, Ordering::Relaxed);
         }
     }

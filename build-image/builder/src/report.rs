@@ -20,7 +20,7 @@ use rdkafka::producer::Producer;
 
 use deploysphere_adapters::kafka::{BUILD_LOGS, DEPLOYMENT_EVENTS, KafkaContext, KafkaSettings};
 use deploysphere_adapters::now_ms;
-use deploysphere_adapters::signing::{BuildKey, SIGNATURE_HEADER};
+use deploysphere_adapters::signing::{BuildKey, SIGNATURE_HEADER, sealed};
 use deploysphere_core::logs::{SecretMasker, truncate_message};
 use deploysphere_core::{BuildEvent, BuildEventKind, LogLine, LogStream};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -166,8 +166,10 @@ impl Reporter {
             eprintln!("[builder] {}", line.message);
         }
         let payload = serde_json::to_vec(&line).unwrap_or_default();
+        // One signature serves the live path and the broker (same topic, same bytes).
+        let signature = self.key.sign(BUILD_LOGS, &payload);
         if let Some(live) = &self.live {
-            live.publish(&self.key.seal(BUILD_LOGS, &payload));
+            live.publish(sealed(&signature, &payload));
         }
         let journaled = self.journal(&payload);
         if self.spilled_from.is_some() {
@@ -175,7 +177,7 @@ impl Reporter {
             if !journaled {
                 self.failed += 1;
             }
-        } else if !self.enqueue(&payload) {
+        } else if !self.enqueue(&payload, &signature) {
             if journaled {
                 self.spilled_from = Some(line.seq);
             } else {
@@ -185,12 +187,12 @@ impl Reporter {
         self.reap();
     }
 
-    /// Hands a line to the producer; false when its queue is full.
-    fn enqueue(&mut self, payload: &[u8]) -> bool {
+    /// Hands a line to the producer with its signature; false when its queue is full.
+    fn enqueue(&mut self, payload: &[u8], signature: &str) -> bool {
         let record = FutureRecord::to(BUILD_LOGS)
             .key(&self.deployment_id)
             .payload(payload)
-            .headers(self.signed(BUILD_LOGS, payload));
+            .headers(signature_header(signature));
         match self.producer.send_result(record) {
             Ok(delivery) => {
                 self.pending.push_back(delivery);
@@ -203,15 +205,6 @@ impl Reporter {
                 true
             }
         }
-    }
-
-    /// The headers of a record on `topic`: its signature.
-    fn signed(&self, topic: &str, payload: &[u8]) -> OwnedHeaders {
-        let signature = self.key.sign(topic, payload);
-        OwnedHeaders::new().insert(Header {
-            key: SIGNATURE_HEADER,
-            value: Some(&signature),
-        })
     }
 
     /// Appends a line to the journal; false if it could not be written.
@@ -261,7 +254,9 @@ impl Reporter {
         let record = FutureRecord::to(DEPLOYMENT_EVENTS)
             .key(&self.deployment_id)
             .payload(&payload)
-            .headers(self.signed(DEPLOYMENT_EVENTS, &payload));
+            .headers(signature_header(
+                &self.key.sign(DEPLOYMENT_EVENTS, &payload),
+            ));
         // No message timeout: the producer retries until the broker takes it.
         match tokio::time::timeout(
             EVENT_TIMEOUT,
@@ -346,7 +341,8 @@ impl Reporter {
             .split(b'\n')
             .map_while(Result::ok);
         for payload in lines.skip((from - 1) as usize) {
-            while !self.enqueue(&payload) {
+            let signature = self.key.sign(BUILD_LOGS, &payload);
+            while !self.enqueue(&payload, &signature) {
                 if tokio::time::Instant::now() > deadline {
                     return sent;
                 }
@@ -357,4 +353,12 @@ impl Reporter {
         }
         sent
     }
+}
+
+/// The headers of a record: its signature.
+fn signature_header(signature: &str) -> OwnedHeaders {
+    OwnedHeaders::new().insert(Header {
+        key: SIGNATURE_HEADER,
+        value: Some(signature),
+    })
 }

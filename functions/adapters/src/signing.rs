@@ -193,12 +193,17 @@ impl BuildKey {
     /// `payload` with its signature in front (`v1=<hex> <payload>`): how a line is
     /// kept where there are no headers (Redis).
     pub fn seal(&self, topic: &str, payload: &[u8]) -> Vec<u8> {
-        let mut sealed = Vec::with_capacity(SIGNATURE_LEN + 1 + payload.len());
-        sealed.extend_from_slice(self.sign(topic, payload).as_bytes());
-        sealed.push(b' ');
-        sealed.extend_from_slice(payload);
-        sealed
+        sealed(&self.sign(topic, payload), payload)
     }
+}
+
+/// `payload` with `signature` (from [`BuildKey::sign`]) in front: see [`BuildKey::seal`].
+pub fn sealed(signature: &str, payload: &[u8]) -> Vec<u8> {
+    let mut sealed = Vec::with_capacity(signature.len() + 1 + payload.len());
+    sealed.extend_from_slice(signature.as_bytes());
+    sealed.push(b' ');
+    sealed.extend_from_slice(payload);
+    sealed
 }
 
 /// The signature and payload of a sealed message; no signature when it is not sealed.
