@@ -51,8 +51,30 @@ async fn a_client_that_stops_reading_is_dropped_not_buffered() {
         .unwrap();
     let done = api.wait_final(&id).await;
     assert_eq!(done["state"], "READY", "{done}");
-    // Give the pushes of the last lines time to reach the gateway.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Wait until the platform is done with the stalled client: its subscription ends
+    // either when the gateway drops it (the pusher gets 410 and forgets it) or when it
+    // was sent the final state (everything was buffered). However long the build took.
+    let mut redis = redis::Client::open(platform().redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let subscribers: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(format!("ws:subs:{id}"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if subscribers.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the stalled client is still subscribed after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Now read: the connection ends long before the whole log.
     let mut lines = 0u64;
