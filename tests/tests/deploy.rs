@@ -41,6 +41,17 @@ async fn static_site_is_served_at_its_subdomain_with_types_and_ordered_logs() {
         js.header("cache-control"),
         "public, max-age=31536000, immutable"
     );
+    // Vite 5's hashes are base64url, often letters only: still immutable.
+    let vite_css = get_page(&site, "/assets/index-BaNwpQDn.css").await;
+    assert_eq!(
+        vite_css.header("cache-control"),
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(
+        css.header("cache-control"),
+        "public, max-age=0, must-revalidate",
+        "an unhashed name revalidates"
+    );
     let svg = get_page(&site, "/logo.svg").await;
     assert!(
         svg.header("content-type").starts_with("image/svg+xml"),

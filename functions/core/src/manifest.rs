@@ -52,13 +52,30 @@ pub fn build_spec_key(deployment_id: &str) -> String {
 pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 pub const CACHE_REVALIDATE: &str = "public, max-age=0, must-revalidate";
 
+/// Folders whose files are all content-addressed by the framework that writes them:
+/// Next.js, Astro, Nuxt (except its `builds/` manifests, which change every build) and
+/// SvelteKit.
+const IMMUTABLE_FOLDERS: &[&str] = &["/_next/static/", "/_astro/", "/_nuxt/", "/_app/immutable/"];
+const MUTABLE_FOLDERS: &[&str] = &["/_nuxt/builds/"];
+
 /// Cache-Control for a file of the output: a year, immutable, for assets whose name
 /// carries a content hash (what bundlers emit); revalidate for HTML and anything else.
+/// When unsure it revalidates: a file wrongly called immutable stays stale in browsers
+/// for a year, one wrongly revalidated costs a round trip.
 pub fn cache_control_for(path: &str) -> &'static str {
     if path.ends_with(".html") || path.ends_with(".htm") {
         return CACHE_REVALIDATE;
     }
-    if path.starts_with("/_next/static/") || path.starts_with("/_astro/") {
+    if MUTABLE_FOLDERS
+        .iter()
+        .any(|folder| path.starts_with(folder))
+    {
+        return CACHE_REVALIDATE;
+    }
+    if IMMUTABLE_FOLDERS
+        .iter()
+        .any(|folder| path.starts_with(folder))
+    {
         return CACHE_IMMUTABLE;
     }
     let file_name = path.rsplit('/').next().unwrap_or(path);
@@ -69,19 +86,46 @@ pub fn cache_control_for(path: &str) -> &'static str {
     }
 }
 
-/// True when a dot- or dash-separated part of the file stem looks like a bundler hash:
-/// 8 or more characters of `[A-Za-z0-9_]` mixing digits and letters (`index-4f3a2b1c`,
-/// `main.8e2c1f0a`, `chunk-Bx3_9aQd`).
+/// True when the file stem carries a bundler hash, either
+/// - a dot- or dash-separated part after the first of 8 or more `[A-Za-z0-9_]` mixing
+///   digits and letters (`main.8e2c1f0a`, `616-910d0397bafa52e0`, `chunk-Bx3_9aQd`), or
+/// - Rollup's and Vite's base64url hash: the last 8 characters, after a `-` or `.`, of
+///   `[A-Za-z0-9_-]`, letters only allowed, unless they read as a word
+///   (`index-BaNwpQDn`, `colors.dMHbOPeL`, `STLUpload-D_LN-hbf`; not `Button-Controls`).
 fn has_content_hash(file_name: &str) -> bool {
     let stem = match file_name.rfind('.') {
         Some(dot) => &file_name[..dot],
         None => return false,
     };
-    stem.split(['.', '-']).skip(1).any(|part| {
+    let separated = stem.split(['.', '-']).skip(1).any(|part| {
         part.len() >= 8
             && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && part.chars().any(|c| c.is_ascii_digit())
             && part.chars().any(|c| c.is_ascii_alphabetic())
+    });
+    separated || ends_in_base64url_hash(stem)
+}
+
+fn ends_in_base64url_hash(stem: &str) -> bool {
+    let bytes = stem.as_bytes();
+    if bytes.len() < 10 {
+        return false;
+    }
+    let (head, hash) = bytes.split_at(bytes.len() - 8);
+    let base64url = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
+    matches!(head.last(), Some(b'-' | b'.'))
+        && hash.iter().all(base64url)
+        && (hash.iter().any(|b| !b.is_ascii_alphabetic()) || !reads_as_a_word(hash))
+}
+
+/// `controls`, `Controls`, `HomeIcon`, `homeIcon`, `OVERVIEW`: lower case, or capitals
+/// each followed by lower case, or capitals only.
+fn reads_as_a_word(letters: &[u8]) -> bool {
+    if letters.iter().all(u8::is_ascii_uppercase) {
+        return true;
+    }
+    letters.iter().enumerate().all(|(i, b)| {
+        b.is_ascii_lowercase() || letters.get(i + 1).is_some_and(u8::is_ascii_lowercase)
     })
 }
 
@@ -108,5 +152,46 @@ mod tests {
         assert_eq!(cache_control_for("/style.css"), CACHE_REVALIDATE);
         assert_eq!(cache_control_for("/my-component.js"), CACHE_REVALIDATE);
         assert_eq!(cache_control_for("/favicon.ico"), CACHE_REVALIDATE);
+    }
+
+    /// File names as real builds write them (Vite 4 and 5, Rollup, Astro, Next.js,
+    /// Nuxt, SvelteKit), and names a person would write.
+    #[test]
+    fn real_bundler_output_is_immutable_and_ordinary_names_are_not() {
+        for path in [
+            // Vite 5 / Rollup 4: base64url, letters only, `-` and `_` inside.
+            "/assets/index-BaNwpQDn.css",
+            "/assets/index-Bk9lnncF.css",
+            "/assets/index-DZUnZWZM.js",
+            "/assets/index-ktA5GlZY.js",
+            "/assets/orientWorker-CRugqaXP.js",
+            "/assets/STLUpload-D_LN-hbf.js",
+            // Vite 4: hex.
+            "/assets/index-e92ae01e.js",
+            // Astro: `name.hash`.
+            "/_astro/colors.dMHbOPeL.css",
+            "/blog/_astro/hoisted.BH8Vx5rK.js",
+            // Next.js: everything under _next/static, and hex hashes.
+            "/_next/static/chunks/616-910d0397bafa52e0.js",
+            "/_next/static/Bq3LdZkkb8Qo_abc/_buildManifest.js",
+            // Nuxt 3 chunks are the hash alone; SvelteKit's immutable folder.
+            "/_nuxt/DlAUqK2U.js",
+            "/_app/immutable/entry/start.BxyqR3Lp.js",
+        ] {
+            assert_eq!(cache_control_for(path), CACHE_IMMUTABLE, "{path}");
+        }
+        for path in [
+            "/Button-Controls.js",
+            "/icons/icon-HomeIcon.svg",
+            "/docs/guide-overview.pdf",
+            "/docs/guide-OVERVIEW.pdf",
+            "/assets/logo.png",
+            "/assets/my-component.js",
+            "/_nuxt/builds/latest.json",
+            "/_app/version.json",
+            "/robots.txt",
+        ] {
+            assert_eq!(cache_control_for(path), CACHE_REVALIDATE, "{path}");
+        }
     }
 }
