@@ -741,3 +741,29 @@ async fn a_redeploy_of_the_same_content_uploads_no_blob_again() {
         assert_eq!(now, then, "blob {} was uploaded again", entry.blob);
     }
 }
+
+/// A pnpm project as a user's repository has it: `packageManager` pins pnpm 9.1.1 and
+/// a pnpm lockfile is there. It builds with no settings, with the pnpm it pins (fetched
+/// by corepack), and the log says which manager and why.
+#[tokio::test]
+async fn a_pnpm_project_builds_with_the_pnpm_it_pins() {
+    let api = Api::new_account("pnpm user").await;
+    let repo = Repo::from_fixture("pnpm-site");
+    repo.commit("pnpm site");
+    let project = api
+        .create_project(json!({"name": "pnpm site", "git_url": repo.url()}))
+        .await;
+    let deployment = api.deploy(project["id"].as_str().unwrap()).await;
+    let id = deployment["id"].as_str().unwrap();
+    let done = api.wait_final(id).await;
+    let log = messages(&api.logs(id).await);
+    assert_eq!(done["state"], "READY", "{done} {log:#?}");
+    assert!(
+        log.iter().any(|m| m
+            == "Package manager: pnpm 9.1.1 (packageManager in package.json), run through corepack"),
+        "{log:#?}"
+    );
+    assert!(log.iter().any(|m| m == "built by pnpm/9.1.1"), "{log:#?}");
+    let slug = project["slug"].as_str().unwrap();
+    wait_served(&host(slug), "/", "pnpm fixture").await;
+}

@@ -290,6 +290,26 @@ async fn build(
             plan.output_dir
         ))
         .await;
+    if let Some(manager) = plan.package_manager
+        && plan.install_command.is_some()
+    {
+        reporter
+            .system(format!(
+                "Package manager: {}{} ({}){}",
+                manager.as_str(),
+                plan.package_manager_version
+                    .as_deref()
+                    .map(|v| format!(" {v}"))
+                    .unwrap_or_default(),
+                plan.package_manager_source.as_deref().unwrap_or("detected"),
+                if manager.through_corepack() {
+                    ", run through corepack"
+                } else {
+                    ""
+                }
+            ))
+            .await;
+    }
     let _ = reporter
         .event(BuildEventKind::Planned {
             commit_sha: commit.clone(),
@@ -318,9 +338,37 @@ async fn build(
                 "/etc/ssl/certs/ca-certificates.crt".into(),
             ));
         }
+        let tools = match plan.package_manager {
+            Some(manager) if manager.through_corepack() => {
+                let tools = work.join("tools");
+                corepack_shims(&tools).await.map_err(fail)?;
+                if let Some((_, path)) = env.iter_mut().find(|(name, _)| name == "PATH") {
+                    *path = format!("{}/bin:{path}", sandbox::TOOLS);
+                }
+                env.extend([
+                    (
+                        "COREPACK_HOME".into(),
+                        format!("{}/corepack", sandbox::TOOLS),
+                    ),
+                    ("COREPACK_ENABLE_DOWNLOAD_PROMPT".into(), "0".into()),
+                    // Registry mirrors often strip npm's signatures, which corepack
+                    // then refuses; the tarball is still checked against the registry's
+                    // integrity hash, and against a `+sha512.` pin in packageManager.
+                    ("COREPACK_INTEGRITY_KEYS".into(), "0".into()),
+                ]);
+                Some(tools)
+            }
+            _ => None,
+        };
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.value.clone())));
-        let sandbox = Sandbox::new(&spec.deployment_id, &checkout, env, &spec.limits)
-            .map_err(|e| fail(format!("could not prepare the sandbox: {e}")))?;
+        let sandbox = Sandbox::new(
+            &spec.deployment_id,
+            &checkout,
+            tools.as_deref(),
+            env,
+            &spec.limits,
+        )
+        .map_err(|e| fail(format!("could not prepare the sandbox: {e}")))?;
         reporter.system(sandbox.describe(&spec.limits)).await;
         let workdir = Path::new(WORKSPACE)
             .join(root.strip_prefix(&checkout).unwrap_or(Path::new("")))
@@ -402,6 +450,34 @@ async fn build(
     upload::upload(&store, &spec.deployment_id, files)
         .await
         .map_err(|e| fail(format!("upload failed: {e}")))
+}
+
+/// Puts corepack's pnpm and yarn shims in `tools/bin` (and an empty `tools/corepack`
+/// for what they download): inside the sandbox they run the version the project pins
+/// in `packageManager`, or corepack's default.
+async fn corepack_shims(tools: &Path) -> Result<(), String> {
+    let bin = tools.join("bin");
+    std::fs::create_dir_all(&bin)
+        .and_then(|()| std::fs::create_dir_all(tools.join("corepack")))
+        .map_err(|e| format!("could not prepare the package manager: {e}"))?;
+    let output = tokio::process::Command::new("corepack")
+        .args(["enable", "--install-directory"])
+        .arg(&bin)
+        .args(["pnpm", "yarn"])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .output()
+        .await
+        .map_err(|e| {
+            format!("corepack is not installed on this platform ({e}): pnpm and yarn need it")
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "corepack could not set up pnpm and yarn: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 /// The `user:password` of a URL and its password alone, to mask in every log line.

@@ -19,6 +19,8 @@ const HELPER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 
 /// The unprivileged host uid/gid that runs the sandbox when the builder runs as root.
 pub const SANDBOX_UID: u32 = 65534;
+/// Where the build's tools folder is inside the sandbox.
+pub const TOOLS: &str = "/tmp/tools";
 
 /// Where the checkout appears inside the sandbox.
 pub const WORKSPACE: &str = "/workspace";
@@ -218,6 +220,9 @@ fn data_files() -> Vec<(&'static str, String)> {
 pub struct Sandbox {
     memory_mb: u64,
     checkout: PathBuf,
+    /// The build's tools folder (package manager shims and their downloads), writable,
+    /// at [`TOOLS`] inside; it lasts from the install command to the build command.
+    tools: Option<PathBuf>,
     env: Vec<(String, String)>,
     cgroup: Option<Cgroup>,
     as_root: bool,
@@ -229,6 +234,7 @@ impl Sandbox {
     pub fn new(
         name: &str,
         checkout: &Path,
+        tools: Option<&Path>,
         env: Vec<(String, String)>,
         limits: &Limits,
     ) -> anyhow::Result<Sandbox> {
@@ -236,6 +242,9 @@ impl Sandbox {
         let as_root = unsafe { libc::geteuid() } == 0;
         if as_root {
             chown_tree(checkout, SANDBOX_UID, SANDBOX_UID)?;
+            if let Some(tools) = tools {
+                chown_tree(tools, SANDBOX_UID, SANDBOX_UID)?;
+            }
         }
         let cgroup = if as_root {
             Cgroup::create(name, limits)
@@ -245,6 +254,7 @@ impl Sandbox {
         Ok(Sandbox {
             memory_mb: limits.memory_mb,
             checkout: checkout.to_path_buf(),
+            tools: tools.map(Path::to_path_buf),
             env,
             cgroup,
             as_root,
@@ -333,6 +343,9 @@ impl Sandbox {
                 (DATA_FD_BASE + i).to_string(),
                 path.to_string(),
             ]);
+        }
+        if let Some(tools) = &self.tools {
+            args.extend(["--bind".into(), tools.display().to_string(), TOOLS.into()]);
         }
         args.extend([
             "--bind".into(),

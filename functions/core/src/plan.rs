@@ -32,11 +32,39 @@ pub enum PackageManager {
 }
 
 impl PackageManager {
-    fn install_command(self, has_lockfile: bool) -> &'static str {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Npm => "npm",
+            Self::Pnpm => "pnpm",
+            Self::Yarn => "yarn",
+            Self::Bun => "bun",
+        }
+    }
+
+    fn parse(name: &str) -> Option<PackageManager> {
+        [Self::Npm, Self::Pnpm, Self::Yarn, Self::Bun]
+            .into_iter()
+            .find(|manager| manager.as_str() == name)
+    }
+
+    /// Whether the build runs it through corepack (which fetches the version the
+    /// project pins): pnpm and yarn; npm comes with Node, bun is not a corepack tool.
+    pub fn through_corepack(self) -> bool {
+        matches!(self, Self::Pnpm | Self::Yarn)
+    }
+
+    /// `version` is the one `packageManager` pins, if any: Yarn 2 and later ("berry")
+    /// spell a frozen install `--immutable`.
+    fn install_command(self, has_lockfile: bool, version: Option<&str>) -> &'static str {
+        let berry = version
+            .and_then(|v| v.split('.').next())
+            .and_then(|major| major.parse::<u32>().ok())
+            .is_some_and(|major| major >= 2);
         match (self, has_lockfile) {
             (Self::Npm, true) => "npm ci",
             (Self::Npm, false) => "npm install",
             (Self::Pnpm, _) => "pnpm install --frozen-lockfile",
+            (Self::Yarn, _) if berry => "yarn install --immutable",
             (Self::Yarn, _) => "yarn install --frozen-lockfile",
             (Self::Bun, _) => "bun install --frozen-lockfile",
         }
@@ -58,6 +86,13 @@ pub struct BuildPlan {
     /// `static`, `node`, `vite`, `create-react-app`, `nextjs`, `astro`.
     pub framework: String,
     pub package_manager: Option<PackageManager>,
+    /// The version `packageManager` in package.json pins (`9.1.1`), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_manager_version: Option<String>,
+    /// Why this package manager: `packageManager in package.json`, the lockfile's
+    /// name, or `no lockfile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_manager_source: Option<String>,
     pub install_command: Option<String>,
     pub build_command: Option<String>,
     /// Relative to `root_dir`; `.` is the root folder itself.
@@ -84,6 +119,8 @@ pub fn detect_plan(
         None => BuildPlan {
             framework: "static".into(),
             package_manager: None,
+            package_manager_version: None,
+            package_manager_source: None,
             install_command: None,
             build_command: None,
             output_dir: ".".into(),
@@ -111,16 +148,46 @@ fn non_empty(command: &str) -> Option<String> {
     (!command.is_empty()).then(|| command.to_string())
 }
 
+/// Lockfiles, in the order they decide when `packageManager` does not.
+const LOCKFILES: &[(&str, PackageManager)] = &[
+    ("pnpm-lock.yaml", PackageManager::Pnpm),
+    ("yarn.lock", PackageManager::Yarn),
+    ("bun.lockb", PackageManager::Bun),
+    ("bun.lock", PackageManager::Bun),
+    ("package-lock.json", PackageManager::Npm),
+];
+
+/// `pnpm@9.1.1` or `pnpm@9.1.1+sha512.…` (corepack's format) -> (pnpm, `9.1.1`);
+/// `None` for anything else.
+fn parse_package_manager_field(field: &str) -> Option<(PackageManager, String)> {
+    let (name, version) = field.trim().split_once('@')?;
+    let version = version.split('+').next()?;
+    let valid = !version.is_empty()
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+    Some((PackageManager::parse(name)?, version.to_string())).filter(|_| valid)
+}
+
 fn node_plan(tree: &dyn SourceTree, package: &serde_json::Value) -> BuildPlan {
-    let (package_manager, has_lockfile) = if tree.exists("pnpm-lock.yaml") {
-        (PackageManager::Pnpm, true)
-    } else if tree.exists("yarn.lock") {
-        (PackageManager::Yarn, true)
-    } else if tree.exists("bun.lockb") || tree.exists("bun.lock") {
-        (PackageManager::Bun, true)
-    } else {
-        (PackageManager::Npm, tree.exists("package-lock.json"))
+    let lockfile = LOCKFILES.iter().find(|(file, _)| tree.exists(file));
+    let pinned = package
+        .get("packageManager")
+        .and_then(|v| v.as_str())
+        .and_then(parse_package_manager_field);
+    let (package_manager, version, source) = match (pinned, lockfile) {
+        (Some((manager, version)), _) => (
+            manager,
+            Some(version),
+            "packageManager in package.json".to_string(),
+        ),
+        (None, Some((file, manager))) => (*manager, None, file.to_string()),
+        (None, None) => (PackageManager::Npm, None, "no lockfile".to_string()),
     };
+    // The chosen manager's own lockfile (another's does not make `npm ci` work).
+    let has_lockfile = LOCKFILES
+        .iter()
+        .any(|(file, manager)| *manager == package_manager && tree.exists(file));
     let has_dep = |name: &str| {
         ["dependencies", "devDependencies"].iter().any(|section| {
             package
@@ -155,11 +222,16 @@ fn node_plan(tree: &dyn SourceTree, package: &serde_json::Value) -> BuildPlan {
         ("static", ".")
     };
     let build_command = has_build_script.then(|| package_manager.run_command("build"));
-    let install_command = (has_dependencies || has_lockfile)
-        .then(|| package_manager.install_command(has_lockfile).to_string());
+    let install_command = (has_dependencies || has_lockfile).then(|| {
+        package_manager
+            .install_command(has_lockfile, version.as_deref())
+            .to_string()
+    });
     BuildPlan {
         framework: framework.into(),
         package_manager: Some(package_manager),
+        package_manager_version: version,
+        package_manager_source: Some(source),
         install_command,
         build_command,
         output_dir: output_dir.into(),
@@ -286,6 +358,79 @@ mod tests {
         assert_eq!(plan.install_command, None);
         assert_eq!(plan.build_command.as_deref(), Some("node build.js"));
         assert_eq!(plan.output_dir, "public");
+    }
+
+    #[test]
+    fn package_manager_field_comes_first_with_its_version() {
+        let plan = plan(&[
+            (
+                "package.json",
+                r#"{"packageManager": "pnpm@9.1.1+sha512.14e915759c11f77eac07faba4d019c193ec8637229e62ec99eefb7cf3c3b75c64447882b7c485142451ee3a6b408059cdfb7b7fa0341b975f12d0f7629c71195",
+                    "devDependencies": {"vite": "^5"}, "scripts": {"build": "vite build"}}"#,
+            ),
+            ("package-lock.json", "{}"),
+        ]);
+        assert_eq!(plan.package_manager, Some(PackageManager::Pnpm));
+        assert_eq!(plan.package_manager_version.as_deref(), Some("9.1.1"));
+        assert_eq!(
+            plan.package_manager_source.as_deref(),
+            Some("packageManager in package.json")
+        );
+        assert_eq!(
+            plan.install_command.as_deref(),
+            Some("pnpm install --frozen-lockfile")
+        );
+        assert_eq!(plan.build_command.as_deref(), Some("pnpm run build"));
+    }
+
+    #[test]
+    fn yarn_berry_installs_immutable_and_classic_frozen() {
+        let berry = plan(&[
+            (
+                "package.json",
+                r#"{"packageManager": "yarn@4.1.0", "dependencies": {"a": "1"}}"#,
+            ),
+            ("yarn.lock", ""),
+        ]);
+        assert_eq!(
+            berry.install_command.as_deref(),
+            Some("yarn install --immutable")
+        );
+        let classic = plan(&[
+            (
+                "package.json",
+                r#"{"packageManager": "yarn@1.22.19", "dependencies": {"a": "1"}}"#,
+            ),
+            ("yarn.lock", ""),
+        ]);
+        assert_eq!(
+            classic.install_command.as_deref(),
+            Some("yarn install --frozen-lockfile")
+        );
+        assert_eq!(
+            classic.package_manager_source.as_deref(),
+            Some("packageManager in package.json")
+        );
+    }
+
+    #[test]
+    fn a_package_manager_field_that_is_not_one_falls_back_to_the_lockfile() {
+        for field in ["pnpm", "cargo@1.0.0", "pnpm@", "pnpm@9; rm -rf /"] {
+            let package =
+                format!(r#"{{"packageManager": "{field}", "dependencies": {{"a": "1"}}}}"#);
+            let files: Vec<(&'static str, &'static str)> = vec![
+                ("package.json", Box::leak(package.into_boxed_str())),
+                ("yarn.lock", ""),
+            ];
+            let plan = plan(&files);
+            assert_eq!(plan.package_manager, Some(PackageManager::Yarn), "{field}");
+            assert_eq!(plan.package_manager_version, None, "{field}");
+            assert_eq!(
+                plan.package_manager_source.as_deref(),
+                Some("yarn.lock"),
+                "{field}"
+            );
+        }
     }
 
     #[test]
