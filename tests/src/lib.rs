@@ -920,19 +920,6 @@ impl Platform {
     }
 }
 
-/// The headers a build puts on a record of `topic`: the signature of `payload` by `key`.
-pub fn signature_headers(
-    key: &BuildKey,
-    topic: &str,
-    payload: &[u8],
-) -> rdkafka::message::OwnedHeaders {
-    let signature = key.sign(topic, payload);
-    rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
-        key: deploysphere_adapters::signing::SIGNATURE_HEADER,
-        value: Some(&signature),
-    })
-}
-
 /// The platform key the event fixtures (`tests/fixtures/events/msk-*.json`) are
 /// signed with.
 pub fn fixture_build_keys() -> PlatformKey {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use deploysphere_adapters::kafka::{
     BUILD_LOGS, BUILD_LOGS_DEAD_LETTER, DEPLOYMENT_EVENTS, DEPLOYMENT_EVENTS_DEAD_LETTER,
-    producer_config,
+    producer_config, signature_header,
 };
 use deploysphere_adapters::now_ms;
 use deploysphere_adapters::signing::BuildKey;
@@ -26,7 +26,7 @@ async fn produce(topic: &str, key_of: &str, payload: &[u8], key: Option<&BuildKe
         .expect("producer");
     let mut record = FutureRecord::to(topic).key(key_of).payload(payload);
     if let Some(key) = key {
-        record = record.headers(signature_headers(key, topic, payload));
+        record = record.headers(signature_header(&key.sign(topic, payload)));
     }
     producer
         .send(record, Duration::from_secs(10))

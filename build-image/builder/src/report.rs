@@ -18,13 +18,14 @@ use std::time::Duration;
 use futures::FutureExt;
 use rdkafka::producer::Producer;
 
-use deploysphere_adapters::kafka::{BUILD_LOGS, DEPLOYMENT_EVENTS, KafkaContext, KafkaSettings};
+use deploysphere_adapters::kafka::{
+    BUILD_LOGS, DEPLOYMENT_EVENTS, KafkaContext, KafkaSettings, signature_header,
+};
 use deploysphere_adapters::now_ms;
-use deploysphere_adapters::signing::{BuildKey, SIGNATURE_HEADER, sealed};
+use deploysphere_adapters::signing::{BuildKey, sealed};
 use deploysphere_core::logs::{SecretMasker, truncate_message};
 use deploysphere_core::{BuildEvent, BuildEventKind, LogLine, LogStream};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 /// How long the end of a build waits for the log pipeline before it reports what
@@ -353,12 +354,4 @@ impl Reporter {
         }
         sent
     }
-}
-
-/// The headers of a record: its signature.
-fn signature_header(signature: &str) -> OwnedHeaders {
-    OwnedHeaders::new().insert(Header {
-        key: SIGNATURE_HEADER,
-        value: Some(signature),
-    })
 }

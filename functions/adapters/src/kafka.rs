@@ -563,6 +563,29 @@ pub fn msk_header(
         .map(|value| value.iter().map(|b| *b as u8).collect())
 }
 
+/// The headers of a build's record: its signature (see [`crate::signing`]).
+pub fn signature_header(signature: &str) -> rdkafka::message::OwnedHeaders {
+    rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: crate::signing::SIGNATURE_HEADER,
+        value: Some(signature),
+    })
+}
+
+/// Whether an MSK record on `topic` (its `payload` names `deployment_id`) carries
+/// that deployment's signature; the reason to set it aside when it does not.
+pub fn check_msk_signature(
+    checker: &mut crate::signing::Checker<'_>,
+    topic: &str,
+    deployment_id: &str,
+    payload: &[u8],
+    record: &aws_lambda_events::event::kafka::KafkaRecord,
+) -> Result<(), String> {
+    let signature = msk_header(record, crate::signing::SIGNATURE_HEADER);
+    checker
+        .check(topic, deployment_id, payload, signature.as_deref())
+        .map_err(|e| e.to_string())
+}
+
 /// Where dead letters go. Guarantee: `Ok` means every letter is durably stored, and
 /// each was counted and logged (with the process's running total).
 #[async_trait::async_trait]

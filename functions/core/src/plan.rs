@@ -385,32 +385,23 @@ mod tests {
 
     #[test]
     fn yarn_berry_installs_immutable_and_classic_frozen() {
-        let berry = plan(&[
+        for (package, install) in [
             (
-                "package.json",
                 r#"{"packageManager": "yarn@4.1.0", "dependencies": {"a": "1"}}"#,
+                "yarn install --immutable",
             ),
-            ("yarn.lock", ""),
-        ]);
-        assert_eq!(
-            berry.install_command.as_deref(),
-            Some("yarn install --immutable")
-        );
-        let classic = plan(&[
             (
-                "package.json",
                 r#"{"packageManager": "yarn@1.22.19", "dependencies": {"a": "1"}}"#,
+                "yarn install --frozen-lockfile",
             ),
-            ("yarn.lock", ""),
-        ]);
-        assert_eq!(
-            classic.install_command.as_deref(),
-            Some("yarn install --frozen-lockfile")
-        );
-        assert_eq!(
-            classic.package_manager_source.as_deref(),
-            Some("packageManager in package.json")
-        );
+        ] {
+            let plan = plan(&[("package.json", package), ("yarn.lock", "")]);
+            assert_eq!(plan.install_command.as_deref(), Some(install), "{package}");
+            assert_eq!(
+                plan.package_manager_source.as_deref(),
+                Some("packageManager in package.json")
+            );
+        }
     }
 
     #[test]

@@ -7,9 +7,9 @@
 
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use deploysphere_adapters::kafka::{
-    DEPLOYMENT_EVENTS, DeadLetter, DeadLetters, msk_bytes, msk_header,
+    DEPLOYMENT_EVENTS, DeadLetter, DeadLetters, check_msk_signature, msk_bytes,
 };
-use deploysphere_adapters::signing::{Checker, SIGNATURE_HEADER};
+use deploysphere_adapters::signing::Checker;
 use deploysphere_core::BuildEvent;
 
 use crate::{Deployments, EventError};
@@ -28,14 +28,13 @@ fn decode(keys: &mut Checker<'_>, record: &KafkaRecord) -> Result<BuildEvent, St
     let payload = msk_bytes(value);
     let event: BuildEvent =
         serde_json::from_slice(&payload).map_err(|e| format!("not a deployment event: {e}"))?;
-    let signature = msk_header(record, SIGNATURE_HEADER);
-    keys.check(
+    check_msk_signature(
+        keys,
         DEPLOYMENT_EVENTS,
         &event.deployment_id,
         &payload,
-        signature.as_deref(),
-    )
-    .map_err(|e| e.to_string())?;
+        record,
+    )?;
     Ok(event)
 }
 

@@ -13,10 +13,10 @@ use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use deploysphere_adapters::clickhouse::{ClickHouseError, LogStore};
-use deploysphere_adapters::kafka::{BUILD_LOGS, msk_header};
+use deploysphere_adapters::kafka::{BUILD_LOGS, check_msk_signature};
 pub use deploysphere_adapters::kafka::{DeadLetter, DeadLetters, KafkaDeadLetters};
+use deploysphere_adapters::signing::Checker;
 pub use deploysphere_adapters::signing::PlatformKey;
-use deploysphere_adapters::signing::{Checker, SIGNATURE_HEADER};
 use deploysphere_core::LogLine;
 
 /// Lines per ClickHouse insert.
@@ -51,14 +51,7 @@ fn decode(keys: &mut Checker<'_>, record: &KafkaRecord) -> Result<LogLine, Strin
     if line.seq == 0 || line.deployment_id.is_empty() {
         return Err("a log line needs a deployment_id and a seq from 1".into());
     }
-    let signature = msk_header(record, SIGNATURE_HEADER);
-    keys.check(
-        BUILD_LOGS,
-        &line.deployment_id,
-        &payload,
-        signature.as_deref(),
-    )
-    .map_err(|e| e.to_string())?;
+    check_msk_signature(keys, BUILD_LOGS, &line.deployment_id, &payload, record)?;
     Ok(line)
 }
 
@@ -211,7 +204,7 @@ mod tests {
         assert_eq!(record.value.as_deref(), Some("e30="));
         assert_eq!(event.event_source.as_deref(), Some("aws:kafka"));
         assert_eq!(
-            msk_header(record, "deploysphere-signature").as_deref(),
+            deploysphere_adapters::kafka::msk_header(record, "deploysphere-signature").as_deref(),
             Some(&b"v1=ab"[..])
         );
     }

@@ -60,10 +60,9 @@ async fn main() {
             rdkafka::producer::FutureRecord::to(deploysphere_adapters::kafka::BUILD_LOGS)
                 .key(&warm_id)
                 .payload(&warm_line)
-                .headers(signature_headers(
-                    &p.build_key(&warm_id),
-                    deploysphere_adapters::kafka::BUILD_LOGS,
-                    &warm_line,
+                .headers(deploysphere_adapters::kafka::signature_header(
+                    &p.build_key(&warm_id)
+                        .sign(deploysphere_adapters::kafka::BUILD_LOGS, &warm_line),
                 )),
             Duration::from_secs(10),
         )
@@ -91,10 +90,8 @@ async fn main() {
         let record = rdkafka::producer::FutureRecord::to(deploysphere_adapters::kafka::BUILD_LOGS)
             .key(&queued_id)
             .payload(&payload)
-            .headers(signature_headers(
-                &queued_key,
-                deploysphere_adapters::kafka::BUILD_LOGS,
-                &payload,
+            .headers(deploysphere_adapters::kafka::signature_header(
+                &queued_key.sign(deploysphere_adapters::kafka::BUILD_LOGS, &payload),
             ));
         deliveries.push(producer.send_result(record).expect("queued"));
     }
