@@ -7,13 +7,16 @@ pub mod error;
 pub mod events;
 pub mod logs;
 pub mod manifest;
+pub mod node_version;
 pub mod plan;
 pub mod ports;
+pub mod presets;
+pub mod project_config;
 pub mod state;
 pub mod validate;
 
 pub use error::{Fault, InputError};
-pub use events::{BuildEvent, BuildEventKind, BuildSpec, EnvVar, Limits};
+pub use events::{BuildEvent, BuildEventKind, BuildSpec, EnvVar, Limits, Phase};
 pub use logs::{LogLine, LogStream};
 pub use manifest::{Manifest, ManifestEntry};
 pub use plan::{BuildPlan, BuildSettings, PackageManager, SourceTree, detect_plan};

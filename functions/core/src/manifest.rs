@@ -63,6 +63,14 @@ const MUTABLE_FOLDERS: &[&str] = &["/_nuxt/builds/"];
 /// When unsure it revalidates: a file wrongly called immutable stays stale in browsers
 /// for a year, one wrongly revalidated costs a round trip.
 pub fn cache_control_for(path: &str) -> &'static str {
+    cache_control_in(path, &[])
+}
+
+/// [`cache_control_for`] for a build whose preset names `immutable_folders`
+/// (`BuildPlan::immutable_folders`, e.g. Gatsby's `/static/`): their files are
+/// immutable too, except HTML and the folders that always revalidate. A folder must
+/// look like `/name/`: `/` alone would make every file immutable.
+pub fn cache_control_in(path: &str, immutable_folders: &[String]) -> &'static str {
     if path.ends_with(".html") || path.ends_with(".htm") {
         return CACHE_REVALIDATE;
     }
@@ -72,9 +80,14 @@ pub fn cache_control_for(path: &str) -> &'static str {
     {
         return CACHE_REVALIDATE;
     }
-    if IMMUTABLE_FOLDERS
-        .iter()
-        .any(|folder| path.starts_with(folder))
+    let in_folder = |folder: &str| {
+        folder.len() > 2
+            && folder.starts_with('/')
+            && folder.ends_with('/')
+            && path.starts_with(folder)
+    };
+    if IMMUTABLE_FOLDERS.iter().any(|folder| in_folder(folder))
+        || immutable_folders.iter().any(|folder| in_folder(folder))
     {
         return CACHE_IMMUTABLE;
     }
@@ -152,6 +165,41 @@ mod tests {
         assert_eq!(cache_control_for("/style.css"), CACHE_REVALIDATE);
         assert_eq!(cache_control_for("/my-component.js"), CACHE_REVALIDATE);
         assert_eq!(cache_control_for("/favicon.ico"), CACHE_REVALIDATE);
+    }
+
+    #[test]
+    fn a_presets_folders_are_immutable_only_in_its_builds() {
+        let gatsby = ["/static/".to_string()];
+        let path = "/static/6a9f4e1c0b/d1b2c/hero.webp";
+        assert_eq!(cache_control_for(path), CACHE_REVALIDATE);
+        assert_eq!(cache_control_in(path, &gatsby), CACHE_IMMUTABLE);
+        // HTML and the always-revalidated folders stay so inside a preset's folders.
+        assert_eq!(
+            cache_control_in("/static/page.html", &gatsby),
+            CACHE_REVALIDATE
+        );
+        let nuxt = ["/_nuxt/".to_string()];
+        assert_eq!(
+            cache_control_in("/_nuxt/builds/latest.json", &nuxt),
+            CACHE_REVALIDATE
+        );
+        // A folder is a prefix of whole segments, and never the root.
+        assert_eq!(
+            cache_control_in("/statics/logo.png", &gatsby),
+            CACHE_REVALIDATE
+        );
+        for folder in ["/", "", "static/", "/static"] {
+            assert_eq!(
+                cache_control_in("/static/logo.png", &[folder.to_string()]),
+                CACHE_REVALIDATE,
+                "{folder:?}"
+            );
+        }
+        // The folders every build shares still apply.
+        assert_eq!(
+            cache_control_in("/_next/static/Bq3LdZkkb8Qo_abc/_buildManifest.js", &gatsby),
+            CACHE_IMMUTABLE
+        );
     }
 
     /// File names as real builds write them (Vite 4 and 5, Rollup, Astro, Next.js,

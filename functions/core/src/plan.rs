@@ -1,7 +1,12 @@
 //! Framework detection: a source tree in, a [`BuildPlan`] out. Planning is data;
-//! running the plan is the builder's job.
+//! running the plan is the builder's job. The frameworks are the table of
+//! [`crate::presets`]; this module adds the package manager and its commands.
 
 use serde::{Deserialize, Serialize};
+
+use crate::project_config::{ConfigBuild, ConfigFile, ProjectConfig};
+
+use crate::presets::{self, AppSource, Build};
 
 /// A project's build settings; every field overrides what detection would choose.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,6 +25,9 @@ pub struct BuildSettings {
     /// Wall-clock limit of the build in seconds (default 900).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// `false` turns the build cache off for this project (default on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_cache: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +55,15 @@ impl PackageManager {
             .find(|manager| manager.as_str() == name)
     }
 
+    /// Its lockfiles' names (`bun.lock` and the older `bun.lockb` for bun).
+    pub fn lockfiles(self) -> Vec<&'static str> {
+        LOCKFILES
+            .iter()
+            .filter(|(_, manager)| *manager == self)
+            .map(|(file, _)| *file)
+            .collect()
+    }
+
     /// Whether the build runs it through corepack (which fetches the version the
     /// project pins): pnpm and yarn; npm comes with Node, bun is not a corepack tool.
     pub fn through_corepack(self) -> bool {
@@ -70,6 +87,17 @@ impl PackageManager {
         }
     }
 
+    /// A command of a package in node_modules (`next build`), when package.json has no
+    /// script for it.
+    fn exec_command(self, command: &str) -> String {
+        match self {
+            Self::Npm => format!("npx {command}"),
+            Self::Pnpm => format!("pnpm exec {command}"),
+            Self::Yarn => format!("yarn run {command}"),
+            Self::Bun => format!("bun run {command}"),
+        }
+    }
+
     fn run_command(self, script: &str) -> String {
         match self {
             Self::Npm => format!("npm run {script}"),
@@ -83,8 +111,12 @@ impl PackageManager {
 /// What the builder will run, in `root_dir`, and where the output will be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildPlan {
-    /// `static`, `node`, `vite`, `create-react-app`, `nextjs`, `astro`.
+    /// The id of the preset detection chose: `nextjs`, `vite`, `hugo`, `node`,
+    /// `static`, … (see [`presets::PRESETS`]).
     pub framework: String,
+    /// Its display name, `Next.js (static export)`; `Vite (React)` names the UI library.
+    #[serde(default)]
+    pub framework_name: String,
     pub package_manager: Option<PackageManager>,
     /// The version `packageManager` in package.json pins (`9.1.1`), if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,6 +129,14 @@ pub struct BuildPlan {
     pub build_command: Option<String>,
     /// Relative to `root_dir`; `.` is the root folder itself.
     pub output_dir: String,
+    /// URL folders of the output that hold only content-hashed files (`/_next/static/`),
+    /// served immutable: see [`crate::manifest::cache_control_in`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub immutable_folders: Vec<String>,
+    /// The program outside node_modules the build command runs (`hugo`), which the
+    /// builder must find installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
 }
 
 /// Read access to a checked-out source tree, paths relative to the app's root folder.
@@ -115,21 +155,33 @@ pub fn detect_plan(
     tree: &dyn SourceTree,
     settings: &BuildSettings,
 ) -> Result<BuildPlan, PlanError> {
-    let mut plan = match tree.read_to_string("package.json") {
-        None => BuildPlan {
-            framework: "static".into(),
-            package_manager: None,
-            package_manager_version: None,
-            package_manager_source: None,
-            install_command: None,
-            build_command: None,
-            output_dir: ".".into(),
-        },
-        Some(text) => {
-            let package: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| PlanError(e.to_string()))?;
-            node_plan(tree, &package)
-        }
+    let package: Option<serde_json::Value> = tree
+        .read_to_string("package.json")
+        .map(|text| serde_json::from_str(&text).map_err(|e| PlanError(e.to_string())))
+        .transpose()?;
+    let app = App {
+        tree,
+        package: package.as_ref(),
+    };
+    let preset = presets::detect(&app);
+    let node = package.as_ref().map(|package| node_setup(tree, package));
+    let manager = node.as_ref().map(|node| node.manager);
+    let build_command = build_command(preset.build, &app, manager);
+    let mut plan = BuildPlan {
+        framework: preset.id.into(),
+        framework_name: preset.display_name(&app),
+        package_manager: manager,
+        package_manager_version: node.as_ref().and_then(|node| node.version.clone()),
+        package_manager_source: node.as_ref().map(|node| node.source.clone()),
+        install_command: node.and_then(|node| node.install_command),
+        build_command,
+        output_dir: preset.output_dir(&app),
+        immutable_folders: preset
+            .immutable_folders
+            .iter()
+            .map(|folder| folder.to_string())
+            .collect(),
+        tool: preset.tool.map(str::to_string),
     };
     if let Some(install) = &settings.install_command {
         plan.install_command = non_empty(install);
@@ -141,6 +193,130 @@ pub fn detect_plan(
         plan.output_dir = output.clone();
     }
     Ok(plan)
+}
+
+/// Where one build setting of a plan came from, in the order they win.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The project's build settings (the API).
+    Project,
+    /// The repository's `netlify.toml` or `vercel.json`.
+    File(ConfigFile),
+    /// Framework detection, or the default.
+    Detected,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Project => f.write_str("project settings"),
+            Origin::File(file) => f.write_str(file.name()),
+            Origin::Detected => f.write_str("detected"),
+        }
+    }
+}
+
+/// One setting of a plan as the build log shows it: `build command: pnpm build
+/// (netlify.toml)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub name: &'static str,
+    /// `None` when the plan runs no such command.
+    pub value: Option<String>,
+    pub origin: Origin,
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = self.value.as_deref().unwrap_or("(none)");
+        write!(f, "{}: {value} ({})", self.name, self.origin)
+    }
+}
+
+/// The app folder of the repository: the project's `root_dir`, else the config file's
+/// (netlify.toml `base`), else the root.
+pub fn resolve_root_dir(settings: &BuildSettings, file: Option<&ProjectConfig>) -> Setting {
+    let (value, origin) = match (
+        &settings.root_dir,
+        file.and_then(|f| f.build.root_dir.as_ref()),
+    ) {
+        (Some(dir), _) => (dir.clone(), Origin::Project),
+        (None, Some(dir)) => (
+            dir.clone(),
+            Origin::File(file.map_or(ConfigFile::NetlifyToml, |f| f.file)),
+        ),
+        (None, None) => (".".to_string(), Origin::Detected),
+    };
+    Setting {
+        name: "root folder",
+        value: Some(value),
+        origin,
+    }
+}
+
+/// The plan of the app in `tree` with each command and the output folder taken from
+/// the project's settings, else the config file, else detection, and where each came
+/// from. A command set to "" (in the settings or the file) runs nothing.
+pub fn resolve_plan(
+    tree: &dyn SourceTree,
+    settings: &BuildSettings,
+    file: Option<&ProjectConfig>,
+) -> Result<(BuildPlan, Vec<Setting>), PlanError> {
+    let mut plan = detect_plan(tree, &BuildSettings::default())?;
+    let from_file = |field: fn(&ConfigBuild) -> &Option<String>| {
+        file.and_then(|f| {
+            field(&f.build)
+                .clone()
+                .map(|value| (value, Origin::File(f.file)))
+        })
+    };
+    let pick = |project: &Option<String>, field: fn(&ConfigBuild) -> &Option<String>| {
+        project
+            .clone()
+            .map(|value| (value, Origin::Project))
+            .or_else(|| from_file(field))
+    };
+    let mut chosen = Vec::new();
+    let install = pick(&settings.install_command, |b| &b.install_command);
+    let origin = match install {
+        Some((command, origin)) => {
+            plan.install_command = non_empty(&command);
+            origin
+        }
+        None => Origin::Detected,
+    };
+    chosen.push(Setting {
+        name: "install command",
+        value: plan.install_command.clone(),
+        origin,
+    });
+    let build = pick(&settings.build_command, |b| &b.build_command);
+    let origin = match build {
+        Some((command, origin)) => {
+            plan.build_command = non_empty(&command);
+            origin
+        }
+        None => Origin::Detected,
+    };
+    chosen.push(Setting {
+        name: "build command",
+        value: plan.build_command.clone(),
+        origin,
+    });
+    let output = pick(&settings.output_dir, |b| &b.output_dir);
+    let origin = match output {
+        Some((folder, origin)) => {
+            plan.output_dir = folder;
+            origin
+        }
+        None => Origin::Detected,
+    };
+    chosen.push(Setting {
+        name: "output folder",
+        value: Some(plan.output_dir.clone()),
+        origin,
+    });
+    Ok((plan, chosen))
 }
 
 fn non_empty(command: &str) -> Option<String> {
@@ -169,7 +345,66 @@ fn parse_package_manager_field(field: &str) -> Option<(PackageManager, String)> 
     Some((PackageManager::parse(name)?, version.to_string())).filter(|_| valid)
 }
 
-fn node_plan(tree: &dyn SourceTree, package: &serde_json::Value) -> BuildPlan {
+/// The app as presets see it: its files and its package.json, if it has one.
+struct App<'a> {
+    tree: &'a dyn SourceTree,
+    package: Option<&'a serde_json::Value>,
+}
+
+impl AppSource for App<'_> {
+    fn has_dependency(&self, name: &str) -> bool {
+        self.package.is_some_and(|package| {
+            ["dependencies", "devDependencies"].iter().any(|section| {
+                package
+                    .get(section)
+                    .and_then(|deps| deps.get(name))
+                    .is_some()
+            })
+        })
+    }
+
+    fn has_script(&self, name: &str) -> bool {
+        self.package
+            .and_then(|package| package.get("scripts"))
+            .and_then(|scripts| scripts.get(name))
+            .and_then(|script| script.as_str())
+            .is_some_and(|script| !script.trim().is_empty())
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        self.tree.exists(path)
+    }
+
+    fn read(&self, path: &str) -> Option<String> {
+        self.tree.read_to_string(path)
+    }
+}
+
+/// The build command of the preset; `None` for a Node preset without package.json.
+fn build_command(build: Build, app: &App, manager: Option<PackageManager>) -> Option<String> {
+    match build {
+        Build::Nothing => None,
+        Build::Tool(command) => Some(command.to_string()),
+        Build::Scripts { scripts, cli } => {
+            let manager = manager?;
+            match scripts.iter().find(|script| app.has_script(script)) {
+                Some(script) => Some(manager.run_command(script)),
+                None => cli.map(|cli| manager.exec_command(cli)),
+            }
+        }
+    }
+}
+
+/// How an app with a package.json installs: which package manager, why, and the
+/// install command (none when there is nothing to install).
+struct NodeSetup {
+    manager: PackageManager,
+    version: Option<String>,
+    source: String,
+    install_command: Option<String>,
+}
+
+fn node_setup(tree: &dyn SourceTree, package: &serde_json::Value) -> NodeSetup {
     let lockfile = LOCKFILES.iter().find(|(file, _)| tree.exists(file));
     let pinned = package
         .get("packageManager")
@@ -188,53 +423,22 @@ fn node_plan(tree: &dyn SourceTree, package: &serde_json::Value) -> BuildPlan {
     let has_lockfile = LOCKFILES
         .iter()
         .any(|(file, manager)| *manager == package_manager && tree.exists(file));
-    let has_dep = |name: &str| {
-        ["dependencies", "devDependencies"].iter().any(|section| {
-            package
-                .get(section)
-                .and_then(|deps| deps.get(name))
-                .is_some()
-        })
-    };
-    let has_build_script = package
-        .get("scripts")
-        .and_then(|scripts| scripts.get("build"))
-        .and_then(|script| script.as_str())
-        .is_some_and(|script| !script.trim().is_empty());
     let has_dependencies = ["dependencies", "devDependencies"].iter().any(|section| {
         package
             .get(section)
             .and_then(|deps| deps.as_object())
             .is_some_and(|deps| !deps.is_empty())
     });
-
-    let (framework, output_dir) = if has_dep("next") {
-        ("nextjs", "out")
-    } else if has_dep("astro") {
-        ("astro", "dist")
-    } else if has_dep("react-scripts") {
-        ("create-react-app", "build")
-    } else if has_dep("vite") {
-        ("vite", "dist")
-    } else if has_build_script {
-        ("node", "dist")
-    } else {
-        ("static", ".")
-    };
-    let build_command = has_build_script.then(|| package_manager.run_command("build"));
     let install_command = (has_dependencies || has_lockfile).then(|| {
         package_manager
             .install_command(has_lockfile, version.as_deref())
             .to_string()
     });
-    BuildPlan {
-        framework: framework.into(),
-        package_manager: Some(package_manager),
-        package_manager_version: version,
-        package_manager_source: Some(source),
+    NodeSetup {
+        manager: package_manager,
+        version,
+        source,
         install_command,
-        build_command,
-        output_dir: output_dir.into(),
     }
 }
 
@@ -422,6 +626,133 @@ mod tests {
                 "{field}"
             );
         }
+    }
+
+    #[test]
+    fn a_framework_without_its_build_script_runs_its_own_command() {
+        for (lockfile, command) in [
+            ("package-lock.json", "npx astro build"),
+            ("pnpm-lock.yaml", "pnpm exec astro build"),
+            ("yarn.lock", "yarn run astro build"),
+            ("bun.lock", "bun run astro build"),
+        ] {
+            let plan = plan(&[
+                ("package.json", r#"{"dependencies":{"astro":"4"}}"#),
+                (lockfile, ""),
+            ]);
+            assert_eq!(plan.build_command.as_deref(), Some(command), "{lockfile}");
+        }
+        // `node` and `static` have no command of their own.
+        let plan = plan(&[("package.json", r#"{"dependencies":{"a":"1"}}"#)]);
+        assert_eq!(
+            (plan.framework.as_str(), plan.build_command),
+            ("static", None)
+        );
+    }
+
+    #[test]
+    fn nuxt_generates_when_it_can() {
+        let generate = plan(&[(
+            "package.json",
+            r#"{"scripts":{"build":"nuxt build","generate":"nuxt generate"},"dependencies":{"nuxt":"3"}}"#,
+        )]);
+        assert_eq!(generate.build_command.as_deref(), Some("npm run generate"));
+        let build = plan(&[(
+            "package.json",
+            r#"{"scripts":{"build":"nuxt build"},"dependencies":{"nuxt":"3"}}"#,
+        )]);
+        assert_eq!(build.build_command.as_deref(), Some("npm run build"));
+        assert_eq!(build.output_dir, ".output/public");
+        assert_eq!(build.immutable_folders, ["/_nuxt/"]);
+    }
+
+    #[test]
+    fn generators_outside_node_name_their_tool() {
+        let plan = plan(&[("mkdocs.yml", "site_name: x"), ("docs/index.md", "# x")]);
+        assert_eq!(plan.framework, "mkdocs");
+        assert_eq!(plan.framework_name, "MkDocs");
+        assert_eq!(plan.package_manager, None);
+        assert_eq!(plan.install_command, None);
+        assert_eq!(plan.build_command.as_deref(), Some("mkdocs build"));
+        assert_eq!(plan.tool.as_deref(), Some("mkdocs"));
+        assert_eq!(plan.output_dir, "site");
+    }
+
+    #[test]
+    fn plans_from_builders_without_presets_still_parse() {
+        let old: BuildPlan = serde_json::from_str(
+            r#"{"framework":"vite","package_manager":"npm","install_command":"npm ci",
+                "build_command":"npm run build","output_dir":"dist"}"#,
+        )
+        .unwrap();
+        assert_eq!(old.framework_name, "");
+        assert!(old.immutable_folders.is_empty());
+        assert_eq!(old.tool, None);
+    }
+
+    #[test]
+    fn project_settings_beat_the_config_file_which_beats_detection() {
+        let tree = Tree(
+            [(
+                "package.json",
+                r#"{"scripts":{"build":"vite build"},"devDependencies":{"vite":"5"}}"#,
+            )]
+            .into_iter()
+            .collect(),
+        );
+        let file = crate::project_config::parse_netlify_toml(
+            "[build]\nbase = \"web\"\ncommand = \"npm run build:site\"\npublish = \"site\"\n",
+        )
+        .unwrap();
+        let (plan, settings) = resolve_plan(&tree, &BuildSettings::default(), Some(&file)).unwrap();
+        assert_eq!(plan.build_command.as_deref(), Some("npm run build:site"));
+        assert_eq!(plan.output_dir, "site");
+        let shown: Vec<String> = settings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "install command: npm install (detected)",
+                "build command: npm run build:site (netlify.toml)",
+                "output folder: site (netlify.toml)",
+            ]
+        );
+        assert_eq!(
+            resolve_root_dir(&BuildSettings::default(), Some(&file)).to_string(),
+            "root folder: web (netlify.toml)"
+        );
+
+        let project = BuildSettings {
+            root_dir: Some("app".into()),
+            output_dir: Some("public".into()),
+            build_command: Some(String::new()),
+            ..Default::default()
+        };
+        let (plan, settings) = resolve_plan(&tree, &project, Some(&file)).unwrap();
+        assert_eq!(plan.build_command, None);
+        assert_eq!(plan.output_dir, "public");
+        assert_eq!(
+            settings[1].to_string(),
+            "build command: (none) (project settings)"
+        );
+        assert_eq!(settings[2].origin, Origin::Project);
+        assert_eq!(
+            resolve_root_dir(&project, Some(&file)).to_string(),
+            "root folder: app (project settings)"
+        );
+
+        let vercel = crate::project_config::parse_vercel_json(
+            r#"{"outputDirectory": "build/web", "installCommand": ""}"#,
+        )
+        .unwrap();
+        let (plan, settings) =
+            resolve_plan(&tree, &BuildSettings::default(), Some(&vercel)).unwrap();
+        assert_eq!(plan.output_dir, "build/web");
+        assert_eq!(plan.install_command, None);
+        assert_eq!(settings[0].origin, Origin::File(ConfigFile::VercelJson));
+        assert_eq!(
+            settings[1].to_string(),
+            "build command: npm run build (detected)"
+        );
     }
 
     #[test]

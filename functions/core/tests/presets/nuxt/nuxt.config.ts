@@ -1,0 +1,1 @@
+export default defineNuxtConfig({ compatibilityDate: "2024-11-01" });
