@@ -72,6 +72,7 @@ async fn a_build_cannot_write_another_deployments_state_or_log() {
             bytes: 1,
             blobs_uploaded: 0,
             log_lines: Some(1),
+            phases: Vec::new(),
         },
     };
     let failed = BuildEvent {
@@ -80,6 +81,7 @@ async fn a_build_cannot_write_another_deployments_state_or_log() {
         kind: BuildEventKind::Failed {
             reason: format!("forged failure {marker}"),
             log_lines: None,
+            phases: Vec::new(),
         },
     };
     let json = |v: &BuildEvent| serde_json::to_vec(v).unwrap();

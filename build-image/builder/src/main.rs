@@ -90,6 +90,17 @@ fn config() -> anyhow::Result<BuilderConfig> {
         ),
         allow_local_sources: std::env::var("DEPLOYSPHERE_ALLOW_LOCAL_SOURCES")
             .is_ok_and(|v| v == "1"),
+        cache_cap_bytes: match std::env::var("DEPLOYSPHERE_BUILD_CACHE_MAX_MB") {
+            Ok(mb) => {
+                mb.trim().parse::<u64>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "DEPLOYSPHERE_BUILD_CACHE_MAX_MB must be a whole number of MB, not {mb:?}"
+                    )
+                })? * 1024
+                    * 1024
+            }
+            Err(_) => deploysphere_builder::cache::DEFAULT_PROJECT_CAP_BYTES,
+        },
     };
     Ok(config)
 }

@@ -800,6 +800,19 @@ fn finish_line(line: &mut Vec<u8>, cut: &mut usize) -> String {
 }
 
 /// chown -R without following symlinks.
+/// Hands folders that the builder put into the app folder (`paths`, relative to
+/// `root`) to the sandbox's uid, as [`Sandbox::new`] does the checkout.
+pub fn hand_over(root: &Path, paths: &[&str]) -> std::io::Result<()> {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    for path in paths {
+        chown_tree(&root.join(path), SANDBOX_UID, SANDBOX_UID)?;
+    }
+    Ok(())
+}
+
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
     let meta = std::fs::symlink_metadata(path)?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::primitives::ByteStream;
 use deploysphere_adapters::s3::ObjectStore;
-use deploysphere_core::manifest::{cache_control_for, staged_key};
+use deploysphere_core::manifest::{cache_control_in, staged_key};
 use deploysphere_core::{Manifest, ManifestEntry};
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
@@ -129,6 +129,7 @@ pub async fn upload(
     store: &ObjectStore,
     deployment_id: &str,
     files: Vec<OutputFile>,
+    immutable_folders: &[String],
 ) -> anyhow::Result<UploadStats> {
     let total: u64 = files
         .iter()
@@ -141,7 +142,7 @@ pub async fn upload(
         .map(|file| async move {
             let (sha, size) = hash_file(&file.source).await?;
             let content_type = content_type_for(&file.url_path);
-            let cache_control = cache_control_for(&file.url_path).to_string();
+            let cache_control = cache_control_in(&file.url_path, immutable_folders).to_string();
             let uploaded = if store.blob_exists(&sha).await? {
                 false
             } else {

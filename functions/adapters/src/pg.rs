@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use deploysphere_core::{BuildSettings, DeploymentState, EnvVar};
+use deploysphere_core::{BuildSettings, DeploymentState, EnvVar, Phase};
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
@@ -36,6 +36,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0006_pinned_production",
         include_str!("../../../schemas/postgres/0006_pinned_production.sql"),
+    ),
+    (
+        "0007_build_phases",
+        include_str!("../../../schemas/postgres/0007_build_phases.sql"),
     ),
 ];
 
@@ -203,11 +207,18 @@ pub struct Deployment {
     pub is_production: bool,
     /// Lines the build logged in all, once its final report is in.
     pub log_lines: Option<u64>,
+    /// What the build detected and ran (framework, commands, output folder), once
+    /// planned.
+    pub plan: Option<serde_json::Value>,
+    /// How long each phase of the build took, once its final report is in.
+    pub phases: Vec<Phase>,
+    /// Built without the build cache, as asked.
+    pub no_cache: bool,
 }
 
 const PROJECT_COLUMNS: &str = "p.id, p.account_id, p.name, p.slug, p.git_url, p.branch, p.build, p.env, p.created_at, a.deployment_id, a.pinned_at";
 const PROJECT_FROM: &str = "projects p LEFT JOIN aliases a ON a.project_id = p.id";
-const DEPLOYMENT_COLUMNS: &str = "d.id, d.project_id, d.account_id, p.slug, d.git_ref, d.state, d.commit_sha, d.error, d.manifest_key, d.created_at, d.started_at, d.ready_at, d.finished_at, (a.deployment_id IS NOT NULL AND a.deployment_id = d.id), d.log_lines";
+const DEPLOYMENT_COLUMNS: &str = "d.id, d.project_id, d.account_id, p.slug, d.git_ref, d.state, d.commit_sha, d.error, d.manifest_key, d.created_at, d.started_at, d.ready_at, d.finished_at, (a.deployment_id IS NOT NULL AND a.deployment_id = d.id), d.log_lines, d.plan, d.phases, d.no_cache";
 const DEPLOYMENT_FROM: &str = "deployments d JOIN projects p ON p.id = d.project_id LEFT JOIN aliases a ON a.project_id = d.project_id";
 
 fn project_from_row(row: &Row) -> DbResult<Project> {
@@ -249,6 +260,13 @@ fn deployment_from_row(row: &Row) -> DbResult<Deployment> {
         finished_at: row.get(12),
         is_production: row.get(13),
         log_lines: row.get::<_, Option<i64>>(14).map(|n| n.max(0) as u64),
+        plan: row.get(15),
+        phases: match row.get::<_, Option<serde_json::Value>>(16) {
+            Some(phases) => serde_json::from_value(phases)
+                .map_err(|e| DbError::Corrupt(format!("deployments.phases: {e}")))?,
+            None => Vec::new(),
+        },
+        no_cache: row.get(17),
     })
 }
 
@@ -432,6 +450,7 @@ impl Db {
         &self,
         project: &Project,
         git_ref: &str,
+        no_cache: bool,
         max_waiting: i64,
     ) -> DbResult<Option<Deployment>> {
         let mut client = self.pool.get().await?;
@@ -453,8 +472,8 @@ impl Db {
         }
         let id = Uuid::new_v4();
         tx.execute(
-            "INSERT INTO deployments (id, project_id, account_id, git_ref, state) VALUES ($1, $2, $3, $4, 'QUEUED')",
-            &[&id, &project.id, &project.account_id, &git_ref],
+            "INSERT INTO deployments (id, project_id, account_id, git_ref, state, no_cache) VALUES ($1, $2, $3, $4, 'QUEUED', $5)",
+            &[&id, &project.id, &project.account_id, &git_ref, &no_cache],
         )
         .await?;
         tx.execute(
@@ -597,6 +616,20 @@ impl Db {
             .execute(
                 "UPDATE deployments SET log_lines = $2 WHERE id = $1 AND log_lines IS NULL",
                 &[&id, &(lines as i64)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Records the phase timings of a build's final report (the first report wins).
+    pub async fn set_phases(&self, id: Uuid, phases: &[Phase]) -> DbResult<()> {
+        let phases = serde_json::to_value(phases)
+            .map_err(|e| DbError::Corrupt(format!("deployments.phases: {e}")))?;
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE deployments SET phases = $2 WHERE id = $1 AND phases IS NULL",
+                &[&id, &phases],
             )
             .await?;
         Ok(())

@@ -8,6 +8,15 @@ use bytes::Bytes;
 use deploysphere_core::Manifest;
 use deploysphere_core::manifest::{blob_key, manifest_key};
 
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub last_modified: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct S3Config {
     /// e.g. `http://127.0.0.1:19000`; `None` for AWS's own endpoint.
@@ -343,6 +352,16 @@ impl ObjectStore {
 
     /// Lists keys under a prefix (tests and tooling).
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .list_objects(prefix)
+            .await?
+            .into_iter()
+            .map(|object| object.key)
+            .collect())
+    }
+
+    /// Lists the objects under a prefix with their sizes and ages.
+    pub async fn list_objects(&self, prefix: &str) -> Result<Vec<ListedObject>, StoreError> {
         let mut keys = Vec::new();
         let mut token = None;
         loop {
@@ -355,11 +374,13 @@ impl ObjectStore {
                 .send()
                 .await
                 .map_err(service_error("list"))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
-            );
+            keys.extend(page.contents().iter().filter_map(|o| {
+                Some(ListedObject {
+                    key: o.key()?.to_string(),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    last_modified: o.last_modified().map_or(0, |t| t.secs()),
+                })
+            }));
             token = page.next_continuation_token().map(str::to_string);
             if token.is_none() {
                 return Ok(keys);

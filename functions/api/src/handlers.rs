@@ -296,6 +296,9 @@ pub async fn get_project(
 struct CreateDeployment {
     #[serde(default, rename = "ref")]
     git_ref: Option<String>,
+    /// Build without restoring or saving the build cache.
+    #[serde(default)]
+    no_cache: bool,
 }
 
 pub async fn create_deployment(
@@ -320,7 +323,7 @@ pub async fn create_deployment(
     let max_waiting = state.deployments.scheduler_config().max_queued_per_account;
     let Some(deployment) = state
         .db
-        .insert_deployment(&project, &git_ref, max_waiting)
+        .insert_deployment(&project, &git_ref, request.no_cache, max_waiting)
         .await?
     else {
         return Err(ApiError::too_many_requests(format!(

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use deploysphere_adapters::pg::{Deployment, Project};
-use deploysphere_core::{BuildSettings, LogLine};
+use deploysphere_core::{BuildSettings, LogLine, Phase};
 use serde::Serialize;
 
 use crate::SitesConfig;
@@ -84,6 +84,12 @@ pub struct DeploymentView {
     pub ready_at: Option<String>,
     pub finished_at: Option<String>,
     pub error: Option<String>,
+    /// What the build detected and ran, once planned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<serde_json::Value>,
+    /// How long each phase of the build took, once it has ended.
+    pub phases: Vec<Phase>,
+    pub no_cache: bool,
 }
 
 impl DeploymentView {
@@ -102,6 +108,9 @@ impl DeploymentView {
             ready_at: deployment.ready_at.as_ref().map(rfc3339),
             finished_at: deployment.finished_at.as_ref().map(rfc3339),
             error: deployment.error.clone(),
+            plan: deployment.plan.clone(),
+            phases: deployment.phases.clone(),
+            no_cache: deployment.no_cache,
         }
     }
 }

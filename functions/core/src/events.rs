@@ -91,6 +91,24 @@ pub struct BuildSpec {
     /// AWS, and the builder ignores it unless it runs in the local shape.
     #[serde(default)]
     pub private_network: bool,
+    /// Skip the build cache for this deployment (`{"no_cache": true}` in the API): no
+    /// restore, and nothing saved.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cache: bool,
+}
+
+/// Where a project's build cache archives are kept: `build-cache/<project_id>/`. A
+/// build task may read and write its own project's, no other's.
+pub fn build_cache_prefix(project_id: &str) -> String {
+    format!("build-cache/{project_id}/")
+}
+
+/// One step of a build and how long it took: `fetch`, `plan`, `restore_cache`,
+/// `install`, `build`, `collect`, `upload`, `save_cache`, in the order they ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Phase {
+    pub name: String,
+    pub ms: u64,
 }
 
 /// One report of a build task, keyed by deployment id on `deployment-events`.
@@ -121,12 +139,17 @@ pub enum BuildEventKind {
         /// Log lines the build wrote in all.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         log_lines: Option<u64>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        phases: Vec<Phase>,
     },
     /// The build failed; `reason` is shown to the user.
     Failed {
         reason: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         log_lines: Option<u64>,
+        /// The phases that ran, the failed one last.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        phases: Vec<Phase>,
     },
     /// The launcher saw the task stop without a final report (process exit locally,
     /// ECS task state change on AWS).
@@ -139,6 +162,14 @@ impl BuildEventKind {
         match self {
             Self::Finished { log_lines, .. } | Self::Failed { log_lines, .. } => *log_lines,
             _ => None,
+        }
+    }
+
+    /// How long each phase took, in a final report.
+    pub fn phases(&self) -> &[Phase] {
+        match self {
+            Self::Finished { phases, .. } | Self::Failed { phases, .. } => phases,
+            _ => &[],
         }
     }
 
@@ -186,20 +217,27 @@ mod tests {
             kind: BuildEventKind::Failed {
                 reason: "exit 1".into(),
                 log_lines: Some(3),
+                phases: vec![Phase {
+                    name: "install".into(),
+                    ms: 1200,
+                }],
             },
         };
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["type"], "failed");
         assert_eq!(json["reason"], "exit 1");
+        assert_eq!(json["phases"][0]["name"], "install");
         let back: BuildEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, event);
         assert_eq!(back.kind.target_state(), Some(DeploymentState::Failed));
         assert_eq!(back.kind.log_lines(), Some(3));
+        assert_eq!(back.kind.phases()[0].ms, 1200);
         // Reports from builders that predate the line count still parse.
         let old: BuildEvent = serde_json::from_str(
             r#"{"deployment_id":"d1","at_ms":5,"type":"failed","reason":"x"}"#,
         )
         .unwrap();
         assert_eq!(old.kind.log_lines(), None);
+        assert!(old.kind.phases().is_empty());
     }
 }

@@ -21,9 +21,13 @@ pub struct LaunchError(pub String);
 pub trait Launcher: Send + Sync {
     async fn launch(&self, spec: BuildSpec, grant: &str) -> Result<(), LaunchError>;
     async fn cancel(&self, deployment_id: &str) -> Result<(), LaunchError>;
-    /// Fresh credentials that reach only this deployment's own objects (and, on AWS,
-    /// the log topics).
-    async fn credentials(&self, deployment_id: &str) -> Result<BuildCredentials, LaunchError>;
+    /// Fresh credentials that reach only this deployment's own objects, its project's
+    /// build cache (and, on AWS, the log topics).
+    async fn credentials(
+        &self,
+        deployment_id: &str,
+        project_id: &str,
+    ) -> Result<BuildCredentials, LaunchError>;
 }
 
 /// What a build gets for its grant (`POST /v1/build-credentials`): credentials for

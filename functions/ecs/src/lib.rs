@@ -27,6 +27,7 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_types::SdkConfig;
 use aws_types::region::Region;
 use deploysphere_adapters::s3::ObjectStore;
+use deploysphere_core::events::build_cache_prefix;
 use deploysphere_core::manifest::build_spec_key;
 use deploysphere_core::{BuildCredentials, BuildSpec, LaunchError, Launcher};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,8 +166,10 @@ impl EcsLauncher {
         })
     }
 
-    /// The session policy that narrows the upload role to one deployment.
-    pub fn session_policy(&self, deployment_id: &str) -> String {
+    /// The session policy that narrows the upload role to one deployment, and to its
+    /// project's build cache.
+    pub fn session_policy(&self, deployment_id: &str, project_id: &str) -> String {
+        let cache = build_cache_prefix(project_id);
         let bucket = format!(
             "arn:{}:s3:::{}",
             self.settings.partition, self.settings.bucket
@@ -204,6 +207,20 @@ impl EcsLauncher {
                     "Condition": {"StringLike": {"s3:prefix": ["blobs/*"]}},
                 },
                 {
+                    // The project's build cache: read, replace, and evict the oldest.
+                    "Sid": "OwnProjectBuildCache",
+                    "Effect": "Allow",
+                    "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                    "Resource": [format!("{bucket}/{cache}*")],
+                },
+                {
+                    "Sid": "OwnProjectBuildCacheList",
+                    "Effect": "Allow",
+                    "Action": ["s3:ListBucket"],
+                    "Resource": [bucket.clone()],
+                    "Condition": {"StringLike": {"s3:prefix": [format!("{cache}*")]}},
+                },
+                {
                     "Sid": "LogTopics",
                     "Effect": "Allow",
                     "Action": [
@@ -222,6 +239,7 @@ impl EcsLauncher {
     async fn assume_upload_role(
         &self,
         deployment_id: &str,
+        project_id: &str,
     ) -> Result<BuildCredentials, LaunchError> {
         let assumed = self
             .sts
@@ -231,7 +249,7 @@ impl EcsLauncher {
                 "build-{}",
                 &deployment_id[..deployment_id.len().min(36)]
             ))
-            .policy(self.session_policy(deployment_id))
+            .policy(self.session_policy(deployment_id, project_id))
             .duration_seconds(3600)
             .send()
             .await
@@ -395,8 +413,12 @@ impl Launcher for EcsLauncher {
         Ok(())
     }
 
-    async fn credentials(&self, deployment_id: &str) -> Result<BuildCredentials, LaunchError> {
-        self.assume_upload_role(deployment_id).await
+    async fn credentials(
+        &self,
+        deployment_id: &str,
+        project_id: &str,
+    ) -> Result<BuildCredentials, LaunchError> {
+        self.assume_upload_role(deployment_id, project_id).await
     }
 
     async fn cancel(&self, deployment_id: &str) -> Result<(), LaunchError> {

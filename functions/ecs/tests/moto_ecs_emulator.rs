@@ -352,7 +352,7 @@ async fn run_task_carries_the_deployment_and_cancel_stops_it_on_the_moto_emulato
     }
     // What the grant is exchanged for: STS credentials of the upload role.
     let issued = launcher
-        .credentials(id)
+        .credentials(id, "p-1")
         .await
         .expect("assumed the upload role");
     assert!(issued.access_key_id.starts_with("ASIA"), "{issued:?}");
@@ -433,7 +433,8 @@ fn the_session_policy_lets_a_build_write_only_its_own_objects() {
         }),
     )
     .unwrap();
-    let policy: serde_json::Value = serde_json::from_str(&launcher.session_policy("d-1")).unwrap();
+    let policy: serde_json::Value =
+        serde_json::from_str(&launcher.session_policy("d-1", "p-1")).unwrap();
     let writes: Vec<&str> = policy["Statement"]
         .as_array()
         .unwrap()
@@ -452,7 +453,8 @@ fn the_session_policy_lets_a_build_write_only_its_own_objects() {
         writes,
         [
             "arn:aws:s3:::deploysphere-sites/staging/d-1/*",
-            "arn:aws:s3:::deploysphere-sites/manifests/d-1.json"
+            "arn:aws:s3:::deploysphere-sites/manifests/d-1.json",
+            "arn:aws:s3:::deploysphere-sites/build-cache/p-1/*"
         ]
     );
     let spec_reads: Vec<&serde_json::Value> = policy["Statement"]

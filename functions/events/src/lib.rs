@@ -304,7 +304,7 @@ impl Deployments {
         }
         let mut credentials = self
             .launcher
-            .credentials(&id.to_string())
+            .credentials(&id.to_string(), &deployment.project_id.to_string())
             .await
             .map_err(|e| GrantError::Unavailable(e.to_string()))?;
         // The next grant outlives these credentials by a margin, to fetch new ones.
@@ -423,6 +423,9 @@ impl Deployments {
         };
         if let Some(lines) = event.kind.log_lines() {
             self.db.set_log_lines(id, lines).await?;
+        }
+        if !event.kind.phases().is_empty() {
+            self.db.set_phases(id, event.kind.phases()).await?;
         }
         if let (BuildEventKind::Finished { manifest_key, .. }, Some(store)) =
             (&event.kind, &self.sites)
@@ -603,6 +606,7 @@ impl Deployments {
                 settings: project.build.clone(),
                 env: project.env.clone(),
                 limits,
+                no_cache: deployment.no_cache,
                 private_network: match self.config.private_sources {
                     PrivateSources::Never => false,
                     PrivateSources::Everyone => true,

@@ -202,7 +202,11 @@ impl Launcher for LocalLauncher {
         Ok(())
     }
 
-    async fn credentials(&self, _deployment_id: &str) -> Result<BuildCredentials, LaunchError> {
+    async fn credentials(
+        &self,
+        _deployment_id: &str,
+        _project_id: &str,
+    ) -> Result<BuildCredentials, LaunchError> {
         // The local keys do not expire, but they are handed out for an hour, as on
         // AWS, so that a long local build renews them the same way.
         Ok(BuildCredentials {

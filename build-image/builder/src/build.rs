@@ -1,0 +1,692 @@
+//! One build, phase by phase: fetch -> plan -> restore cache -> install -> build ->
+//! collect output -> upload -> save cache. Each phase is a method with its own errors;
+//! [`Build::phase`] times it, ends it in the log (`Installed dependencies in 12.4 s`)
+//! and records it for the deployment's `phases`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use deploysphere_core::node_version::{NodeRequirement, node_requirement};
+use deploysphere_core::plan::{Origin, resolve_plan, resolve_root_dir};
+use deploysphere_core::project_config::parse_project_config;
+use deploysphere_core::{BuildEventKind, BuildPlan, BuildSpec, LogStream, Phase, validate};
+use tokio::sync::mpsc;
+
+use crate::cache::{self, CacheEntry, Restored, Saved};
+use crate::report::Reporter;
+use crate::sandbox::{self, Exit, Sandbox, WORKSPACE};
+use crate::upload::{self, OutputFile, UploadStats};
+use crate::{BuilderConfig, Failure, disk_full_note, node, source};
+
+/// The phases, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Fetch,
+    Plan,
+    RestoreCache,
+    Install,
+    Build,
+    Collect,
+    Upload,
+    SaveCache,
+}
+
+impl Step {
+    fn name(self) -> &'static str {
+        match self {
+            Step::Fetch => "fetch",
+            Step::Plan => "plan",
+            Step::RestoreCache => "restore_cache",
+            Step::Install => "install",
+            Step::Build => "build",
+            Step::Collect => "collect",
+            Step::Upload => "upload",
+            Step::SaveCache => "save_cache",
+        }
+    }
+
+    /// How the log ends the phase when it succeeds; the cache phases say it
+    /// themselves, with sizes.
+    fn done(self) -> Option<&'static str> {
+        match self {
+            Step::Fetch => Some("Fetched the source"),
+            Step::Plan => Some("Planned the build"),
+            Step::Install => Some("Installed dependencies"),
+            Step::Build => Some("Built the site"),
+            Step::Collect => Some("Collected the output"),
+            Step::Upload => Some("Uploaded the output"),
+            Step::RestoreCache | Step::SaveCache => None,
+        }
+    }
+}
+
+/// The checked-out repository.
+struct Checkout {
+    dir: PathBuf,
+    commit: String,
+}
+
+/// The checked-out source, planned.
+struct Source {
+    checkout: PathBuf,
+    /// The app's folder (`root_dir`) inside the checkout.
+    root: PathBuf,
+    /// Variables from the config file (netlify.toml `[build.environment]`, vercel.json
+    /// `build.env`), under the project's own.
+    file_env: BTreeMap<String, String>,
+    /// The folder of the chosen Node.js, first on `PATH`; `None`: the system's.
+    node_bin: Option<PathBuf>,
+}
+
+pub(crate) struct Build<'a> {
+    spec: &'a BuildSpec,
+    config: &'a BuilderConfig,
+    work: &'a Path,
+    pub reporter: &'a mut Reporter,
+    deadline: Instant,
+    /// The phases that ran, with their durations.
+    pub phases: Vec<Phase>,
+    sandbox: Option<Sandbox>,
+    /// Restored framework caches, waiting for the install step to end.
+    framework_cache: Option<PathBuf>,
+}
+
+impl<'a> Build<'a> {
+    pub fn new(
+        spec: &'a BuildSpec,
+        config: &'a BuilderConfig,
+        work: &'a Path,
+        reporter: &'a mut Reporter,
+    ) -> Self {
+        Build {
+            spec,
+            config,
+            work,
+            reporter,
+            deadline: Instant::now() + Duration::from_secs(spec.limits.timeout_seconds),
+            phases: Vec::new(),
+            sandbox: None,
+            framework_cache: None,
+        }
+    }
+
+    /// Every phase in turn; the first failure ends the build. The cache phases never
+    /// fail it: a cache that cannot be read or written costs time, not the deploy.
+    pub async fn run(&mut self) -> Result<UploadStats, Failure> {
+        let checkout = self.phase(Step::Fetch, async |b| b.fetch().await).await?;
+        let (source, plan) = self
+            .phase(Step::Plan, async |b| b.plan(checkout).await)
+            .await?;
+        let cache = self.cache_entry(&source, &plan).await;
+        if let Some(entry) = &cache {
+            self.phase(Step::RestoreCache, async |b| {
+                b.restore_cache(entry).await;
+                Ok(())
+            })
+            .await?;
+        }
+        if let Some(command) = &plan.install_command {
+            self.phase(Step::Install, async |b| {
+                b.run_command("install", command, &source, &plan).await
+            })
+            .await?;
+        }
+        if let Some(framework) = self.framework_cache.take() {
+            let moved = cache::move_into(&framework, &source.root);
+            if !moved.is_empty() {
+                if let Err(e) = sandbox::hand_over(&source.root, &moved) {
+                    self.reporter
+                        .system(format!("Warning: the framework caches stay unused: {e}"))
+                        .await;
+                }
+                self.reporter
+                    .system(format!("Restored framework caches: {}", moved.join(", ")))
+                    .await;
+            }
+        }
+        if let Some(command) = &plan.build_command {
+            self.phase(Step::Build, async |b| {
+                b.run_command("build", command, &source, &plan).await
+            })
+            .await?;
+        }
+        let files = self
+            .phase(Step::Collect, async |b| b.collect(&source, &plan))
+            .await?;
+        let stats = self
+            .phase(Step::Upload, async |b| {
+                b.upload(files, &plan.immutable_folders).await
+            })
+            .await?;
+        if let Some(entry) = &cache {
+            self.phase(Step::SaveCache, async |b| {
+                b.save_cache(entry, &source).await;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(stats)
+    }
+
+    /// Runs one phase: records how long it took, whatever its outcome, and ends it in
+    /// the log when it succeeds.
+    async fn phase<T>(
+        &mut self,
+        step: Step,
+        body: impl AsyncFnOnce(&mut Self) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let started = Instant::now();
+        let outcome = body(self).await;
+        let elapsed = started.elapsed();
+        self.phases.push(Phase {
+            name: step.name().to_string(),
+            ms: elapsed.as_millis() as u64,
+        });
+        if let (Ok(_), Some(done)) = (&outcome, step.done()) {
+            self.reporter
+                .system(format!("{done} in {:.1} s", elapsed.as_secs_f64()))
+                .await;
+        }
+        outcome
+    }
+
+    async fn fetch(&mut self) -> Result<Checkout, Failure> {
+        let (spec, config, work) = (self.spec, self.config, self.work);
+        let source = validate::git_url(&spec.git_url, config.allow_local_sources)
+            .map_err(|e| Failure(e.to_string()))?;
+        validate::git_ref("ref", &spec.git_ref).map_err(|e| Failure(e.to_string()))?;
+        let checkout = work.join("src");
+        self.reporter
+            .system(format!(
+                "Cloning {} ({})",
+                validate::redact_url(source.url()),
+                spec.git_ref
+            ))
+            .await;
+        let commit = source::checkout(
+            self.reporter,
+            source.url(),
+            &spec.git_ref,
+            &checkout,
+            &work.join("git-home"),
+            source::FetchRules {
+                allow_private: config.allow_local_sources && spec.private_network,
+                max_bytes: spec.limits.max_fetch_mb.saturating_mul(1024 * 1024),
+            },
+        )
+        .await
+        .map_err(|e| {
+            Failure(format!(
+                "could not clone the repository: {e}{}",
+                disk_full_note(work)
+            ))
+        })?
+        .map_err(|e| {
+            Failure(format!(
+                "could not clone {} at {}: {e}{}",
+                validate::redact_url(source.url()),
+                spec.git_ref,
+                disk_full_note(work)
+            ))
+        })?;
+        self.reporter
+            .system(format!("Checked out commit {commit}"))
+            .await;
+        let dir = checkout
+            .canonicalize()
+            .map_err(|e| Failure(e.to_string()))?;
+        Ok(Checkout { dir, commit })
+    }
+
+    /// A folder of the checkout, which must stay inside it.
+    fn folder_of(checkout: &Path, relative: &str, name: &str) -> Result<PathBuf, Failure> {
+        checkout
+            .join(relative)
+            .canonicalize()
+            .ok()
+            .filter(|p| p.starts_with(checkout) && p.is_dir())
+            .ok_or_else(|| {
+                Failure(format!(
+                    "{name} {relative:?} is not a folder of the repository"
+                ))
+            })
+    }
+
+    /// Reads the config file (netlify.toml or vercel.json, in the project's `root_dir`
+    /// or the repository's root), finds the app folder, detects the framework, and
+    /// settles each setting: the project's, else the file's, else detection's.
+    async fn plan(&mut self, checkout: Checkout) -> Result<(Source, BuildPlan), Failure> {
+        let settings = &self.spec.settings;
+        let config_dir = match &settings.root_dir {
+            Some(dir) => Self::folder_of(&checkout.dir, dir, "root_dir")?,
+            None => checkout.dir.clone(),
+        };
+        let read = |name: &str| std::fs::read_to_string(config_dir.join(name)).ok();
+        let file = parse_project_config(
+            read("vercel.json").as_deref(),
+            read("netlify.toml").as_deref(),
+        )
+        .map_err(|e| Failure(format!("{e}")))?;
+        if let Some(file) = &file {
+            self.reporter
+                .system(format!("Reading build settings from {}", file.file.name()))
+                .await;
+            for warning in &file.warnings {
+                self.reporter.system(format!("Warning: {warning}")).await;
+            }
+        }
+        let root_setting = resolve_root_dir(settings, file.as_ref());
+        let root_rel = root_setting.value.clone().unwrap_or_else(|| ".".into());
+        let root = if root_setting.origin == Origin::Project {
+            config_dir
+        } else {
+            Self::folder_of(&checkout.dir, &root_rel, "the root folder")?
+        };
+        let (plan, chosen) = resolve_plan(&source::FsTree::new(&root), settings, file.as_ref())
+            .map_err(|e| Failure(e.to_string()))?;
+        self.reporter
+            .system(format!(
+                "Detected {} ({})",
+                plan.framework, plan.framework_name
+            ))
+            .await;
+        for setting in std::iter::once(&root_setting).chain(&chosen) {
+            self.reporter
+                .system(format!("Build setting {setting}"))
+                .await;
+        }
+        if let Some(manager) = plan.package_manager
+            && plan.install_command.is_some()
+        {
+            self.reporter
+                .system(format!(
+                    "Package manager: {}{} ({}){}",
+                    manager.as_str(),
+                    plan.package_manager_version
+                        .as_deref()
+                        .map(|v| format!(" {v}"))
+                        .unwrap_or_default(),
+                    plan.package_manager_source.as_deref().unwrap_or("detected"),
+                    if manager.through_corepack() {
+                        ", run through corepack"
+                    } else {
+                        ""
+                    }
+                ))
+                .await;
+        }
+        if let Some(tool) = &plan.tool
+            && plan.build_command.is_some()
+            && !installed(tool)
+        {
+            return Err(Failure(format!(
+                "{tool} is not installed on this platform: {} sites need it to build (set a build command of your own, or deploy the built folder)",
+                plan.framework_name
+            )));
+        }
+        let file_env = file.map(|f| f.environment).unwrap_or_default();
+        let node_bin = if plan.package_manager.is_some() {
+            self.choose_node(&root, &file_env).await?
+        } else {
+            None
+        };
+        let _ = self
+            .reporter
+            .event(BuildEventKind::Planned {
+                commit_sha: checkout.commit.clone(),
+                plan: plan.clone(),
+            })
+            .await;
+        let source = Source {
+            checkout: checkout.dir,
+            root,
+            file_env,
+            node_bin,
+        };
+        Ok((source, plan))
+    }
+
+    /// The Node.js of the build, from `.nvmrc`, `.node-version`, `NODE_VERSION` (the
+    /// project's variables or the config file's, as on Netlify) or `engines.node`.
+    async fn choose_node(
+        &mut self,
+        root: &Path,
+        file_env: &BTreeMap<String, String>,
+    ) -> Result<Option<PathBuf>, Failure> {
+        let read = |name: &str| std::fs::read_to_string(root.join(name)).ok();
+        let package = read("package.json").and_then(|text| serde_json::from_str(&text).ok());
+        let (nvmrc, node_version) = (read(".nvmrc"), read(".node-version"));
+        let from_files = node_requirement(None, nvmrc.as_deref(), node_version.as_deref());
+        let from_variable = self
+            .spec
+            .env
+            .get("NODE_VERSION")
+            .map(|v| v.value.clone())
+            .or_else(|| file_env.get("NODE_VERSION").cloned())
+            .filter(|v| !v.trim().is_empty())
+            .map(|range| NodeRequirement {
+                range: range.trim().trim_start_matches('v').to_string(),
+                source: "NODE_VERSION",
+            });
+        let requirement = from_files
+            .or(from_variable)
+            .or_else(|| node_requirement(package.as_ref(), None, None));
+        let versions = node::versions_dir();
+        let choice =
+            tokio::task::spawn_blocking(move || node::choose(requirement.as_ref(), &versions))
+                .await
+                .map_err(|e| Failure(format!("could not choose the Node.js version: {e}")))?
+                .map_err(Failure)?;
+        self.reporter.system(choice.message).await;
+        if let Some(warning) = choice.warning {
+            self.reporter.system(format!("Warning: {warning}")).await;
+        }
+        Ok(choice.bin_dir)
+    }
+
+    /// This build's cache entry, or `None` when the cache is off (for the project or
+    /// this deployment) or there is nothing to cache; the log says which.
+    async fn cache_entry(&mut self, source: &Source, plan: &BuildPlan) -> Option<CacheEntry> {
+        let entry = CacheEntry::for_build(
+            &self.spec.project_id,
+            plan,
+            &source.root,
+            self.config.cache_cap_bytes,
+        )?;
+        let reason = if self.spec.no_cache {
+            Some("this deployment asked for a build without it (no_cache)")
+        } else if self.spec.settings.build_cache == Some(false) {
+            Some("the project turned it off (build.build_cache = false)")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            self.reporter
+                .system(format!("Build cache skipped: {reason}"))
+                .await;
+            return None;
+        }
+        Some(entry)
+    }
+
+    fn tools(&self) -> PathBuf {
+        self.work.join("tools")
+    }
+
+    async fn restore_cache(&mut self, entry: &CacheEntry) {
+        let started = Instant::now();
+        let tools_cache = self.tools().join("cache");
+        let store = self.config.store();
+        match cache::restore(&store, entry, &tools_cache, &self.work.join("cache")).await {
+            Ok(Restored::Missing) => {
+                self.reporter
+                    .system("No build cache for this lockfile yet: installing from scratch")
+                    .await;
+            }
+            Ok(Restored::Found { bytes, framework }) => {
+                self.framework_cache = Some(framework);
+                self.reporter
+                    .system(format!(
+                        "Restored build cache ({}) in {}",
+                        cache::megabytes(bytes),
+                        cache::seconds(started)
+                    ))
+                    .await;
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tools_cache);
+                self.reporter
+                    .system(format!(
+                        "Warning: the build cache could not be restored ({e}); installing from scratch"
+                    ))
+                    .await;
+            }
+        }
+    }
+
+    async fn save_cache(&mut self, entry: &CacheEntry, source: &Source) {
+        let started = Instant::now();
+        let store = self.config.store();
+        let saved = cache::save(
+            &store,
+            entry,
+            &self.tools().join("cache"),
+            &source.root,
+            &self.work.join("cache"),
+        )
+        .await;
+        let message = match saved {
+            Ok(Saved::Stored { bytes, evicted }) => format!(
+                "Saved build cache ({}) in {}{}",
+                cache::megabytes(bytes),
+                cache::seconds(started),
+                match evicted {
+                    0 => String::new(),
+                    n => format!("; evicted {n} older cache(s) over the project's cap"),
+                }
+            ),
+            Ok(Saved::TooLarge { bytes }) => format!(
+                "Build cache not saved: it is {}, over the project's cap of {}",
+                cache::megabytes(bytes),
+                cache::megabytes(entry.cap_bytes())
+            ),
+            Ok(Saved::Empty) => "Build cache not saved: there was nothing to keep".to_string(),
+            Err(e) => format!("Warning: the build cache could not be saved: {e}"),
+        };
+        self.reporter.system(message).await;
+    }
+
+    /// The sandbox of the user commands, prepared on first use.
+    async fn sandbox(&mut self, plan: &BuildPlan, source: &Source) -> Result<&Sandbox, Failure> {
+        if self.sandbox.is_none() {
+            let sandbox = self.prepare_sandbox(plan, source).await?;
+            self.reporter
+                .system(sandbox.describe(&self.spec.limits))
+                .await;
+            self.sandbox = Some(sandbox);
+        }
+        Ok(self.sandbox.as_ref().expect("set just above"))
+    }
+
+    async fn prepare_sandbox(&self, plan: &BuildPlan, source: &Source) -> Result<Sandbox, Failure> {
+        let tools = self.tools();
+        std::fs::create_dir_all(tools.join("bin"))
+            .and_then(|()| std::fs::create_dir_all(tools.join("cache")))
+            .map_err(|e| Failure(format!("could not prepare the build's tools folder: {e}")))?;
+        let mut path = "/usr/local/bin:/usr/bin:/bin".to_string();
+        if let Some(node) = &source.node_bin {
+            path = format!("{}:{path}", node.display());
+        }
+        let mut env: Vec<(String, String)> = vec![
+            ("HOME".into(), "/tmp/home".into()),
+            ("CI".into(), "1".into()),
+            ("DEPLOYSPHERE".into(), "1".into()),
+            ("LANG".into(), "C.UTF-8".into()),
+        ];
+        if Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+            env.push((
+                "NODE_EXTRA_CA_CERTS".into(),
+                "/etc/ssl/certs/ca-certificates.crt".into(),
+            ));
+        }
+        if let Some(manager) = plan.package_manager {
+            env.extend(cache::cache_env(
+                manager,
+                &format!("{}/cache", sandbox::TOOLS),
+            ));
+        }
+        if plan.package_manager.is_some_and(|m| m.through_corepack()) {
+            corepack_shims(&tools, source.node_bin.as_deref())
+                .await
+                .map_err(Failure)?;
+            path = format!("{}/bin:{path}", sandbox::TOOLS);
+            env.extend([
+                ("COREPACK_ENABLE_DOWNLOAD_PROMPT".into(), "0".into()),
+                // Registry mirrors often strip npm's signatures, which corepack then
+                // refuses; the tarball is still checked against the registry's
+                // integrity hash, and against a `+sha512.` pin in packageManager.
+                ("COREPACK_INTEGRITY_KEYS".into(), "0".into()),
+            ]);
+        }
+        env.insert(0, ("PATH".into(), path));
+        let project_env = &self.spec.env;
+        env.extend(
+            source
+                .file_env
+                .iter()
+                .filter(|(k, _)| !project_env.contains_key(*k))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        env.extend(
+            project_env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.value.clone())),
+        );
+        Sandbox::new(
+            &self.spec.deployment_id,
+            &source.checkout,
+            Some(&tools),
+            env,
+            &self.spec.limits,
+        )
+        .map_err(|e| Failure(format!("could not prepare the sandbox: {e}")))
+    }
+
+    /// Runs one user command in the sandbox, its output into the log.
+    async fn run_command(
+        &mut self,
+        name: &str,
+        command: &str,
+        source: &Source,
+        plan: &BuildPlan,
+    ) -> Result<(), Failure> {
+        let started = Instant::now();
+        self.sandbox(plan, source).await?;
+        self.reporter
+            .system(format!("Running {name} command: {command}"))
+            .await;
+        let workdir = Path::new(WORKSPACE)
+            .join(
+                source
+                    .root
+                    .strip_prefix(&source.checkout)
+                    .unwrap_or(Path::new("")),
+            )
+            .display()
+            .to_string();
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let (tx, mut rx) = mpsc::channel::<(LogStream, String)>(1024);
+        let sandbox = self.sandbox.as_ref().expect("prepared above");
+        let run = sandbox.run(command, &workdir, remaining, tx);
+        tokio::pin!(run);
+        let exit = loop {
+            tokio::select! {
+                Some((stream, line)) = rx.recv() => self.reporter.line(stream, &line).await,
+                exit = &mut run => break exit,
+            }
+        };
+        while let Ok((stream, line)) = rx.try_recv() {
+            self.reporter.line(stream, &line).await;
+        }
+        match exit {
+            Ok((Exit::Code(0), command_time)) => {
+                let own = command_time.as_secs_f64();
+                let setup = started.elapsed().as_secs_f64() - own;
+                self.reporter
+                    .system(format!(
+                        "The {name} command finished in {own:.3} s (sandbox set-up {setup:.3} s)"
+                    ))
+                    .await;
+                Ok(())
+            }
+            Ok((exit, _)) => Err(Failure(format!(
+                "the {name} command {exit}{}",
+                disk_full_note(self.work)
+            ))),
+            Err(e) => Err(Failure(format!(
+                "the {name} command could not run: {e}{}",
+                disk_full_note(self.work)
+            ))),
+        }
+    }
+
+    /// The files of the output folder, which must be a real folder of the checkout.
+    fn collect(&mut self, source: &Source, plan: &BuildPlan) -> Result<Vec<OutputFile>, Failure> {
+        let output = source.root.join(&plan.output_dir);
+        // The build may have replaced the output folder by a link: it must stay inside.
+        let output = match output.canonicalize() {
+            Ok(real) if real.starts_with(&source.checkout) && real.is_dir() => real,
+            Ok(real) if !real.starts_with(&source.checkout) => {
+                return Err(Failure(format!(
+                    "the output folder {:?} is a link that points outside the repository; nothing was uploaded",
+                    plan.output_dir
+                )));
+            }
+            _ => {
+                return Err(Failure(format!(
+                    "the output folder {:?} does not exist after the build",
+                    plan.output_dir
+                )));
+            }
+        };
+        let files = upload::collect(&output).map_err(Failure)?;
+        if files.is_empty() {
+            return Err(Failure(format!(
+                "the output folder {:?} is empty",
+                plan.output_dir
+            )));
+        }
+        Ok(files)
+    }
+
+    async fn upload(
+        &mut self,
+        files: Vec<OutputFile>,
+        immutable_folders: &[String],
+    ) -> Result<UploadStats, Failure> {
+        let _ = self.reporter.event(BuildEventKind::Uploading).await;
+        self.reporter
+            .system(format!("Uploading {} files", files.len()))
+            .await;
+        let store = self.config.store();
+        upload::upload(&store, &self.spec.deployment_id, files, immutable_folders)
+            .await
+            .map_err(|e| Failure(format!("upload failed: {e}")))
+    }
+}
+
+/// Puts corepack's pnpm and yarn shims in `tools/bin`: inside the sandbox they run the
+/// version the project pins in `packageManager` (downloaded into `COREPACK_HOME`, in
+/// the build cache), or corepack's default.
+async fn corepack_shims(tools: &Path, node_bin: Option<&Path>) -> Result<(), String> {
+    let bin = tools.join("bin");
+    std::fs::create_dir_all(&bin)
+        .map_err(|e| format!("could not prepare the package manager: {e}"))?;
+    let corepack = node_bin.map_or_else(|| PathBuf::from("corepack"), |dir| dir.join("corepack"));
+    let output = tokio::process::Command::new(corepack)
+        .args(["enable", "--install-directory"])
+        .arg(&bin)
+        .args(["pnpm", "yarn"])
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .output()
+        .await
+        .map_err(|e| {
+            format!("corepack is not installed on this platform ({e}): pnpm and yarn need it")
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "corepack could not set up pnpm and yarn: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a program is on the sandbox's `PATH` (which sees the host's `/usr`).
+fn installed(tool: &str) -> bool {
+    ["/usr/local/bin", "/usr/bin", "/bin"]
+        .iter()
+        .any(|dir| Path::new(dir).join(tool).is_file())
+}

@@ -1,0 +1,270 @@
+//! Real projects build the first time, against the real local platform: the build in
+//! phases with their timings, the build cache, project config files, and package
+//! managers other than npm.
+
+use deploysphere_e2e::*;
+use serde_json::{Value, json};
+
+/// The phase names of a finished deployment, in order.
+fn phase_names(deployment: &Value) -> Vec<String> {
+    deployment["phases"]
+        .as_array()
+        .map(|phases| {
+            phases
+                .iter()
+                .map(|p| p["name"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn phase_ms(deployment: &Value, name: &str) -> Option<u64> {
+    deployment["phases"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == name)?["ms"]
+        .as_u64()
+}
+
+/// A real Vite project (vite 5 from the npm registry, a package-lock.json): the first
+/// deploy installs from scratch and saves the build cache; the second, with the same
+/// lockfile, restores it before its install; `{"no_cache": true}` skips it. Each
+/// deployment reports its phases with their durations, and the log ends each phase.
+#[tokio::test]
+async fn a_redeploy_of_an_unchanged_vite_project_restores_the_build_cache() {
+    let api = Api::new_account("vite cache user").await;
+    let repo = Repo::from_fixture("vite-site");
+    repo.commit("vite site");
+    let project = api
+        .create_project(json!({"name": "vite cache", "git_url": repo.url()}))
+        .await;
+    let pid = project["id"].as_str().unwrap();
+
+    let first = api.deploy(pid).await;
+    let first_id = first["id"].as_str().unwrap();
+    let first = api.wait_final(first_id).await;
+    let log = messages(&api.logs(first_id).await);
+    assert_eq!(first["state"], "READY", "{first} {log:#?}");
+    assert!(
+        log.iter()
+            .any(|m| m == "No build cache for this lockfile yet: installing from scratch"),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter().any(|m| m.starts_with("Saved build cache (")),
+        "{log:#?}"
+    );
+    for done in [
+        "Fetched the source in ",
+        "Installed dependencies in ",
+        "Built the site in ",
+        "Uploaded the output in ",
+    ] {
+        assert!(log.iter().any(|m| m.starts_with(done)), "{done}: {log:#?}");
+    }
+    assert_eq!(
+        phase_names(&first),
+        [
+            "fetch",
+            "plan",
+            "restore_cache",
+            "install",
+            "build",
+            "collect",
+            "upload",
+            "save_cache"
+        ],
+        "{first}"
+    );
+    assert_eq!(first["plan"]["framework"], "vite", "{first}");
+    let cached = object_store()
+        .list(&format!("build-cache/{pid}/"))
+        .await
+        .unwrap();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert!(
+        cached[0].ends_with(".tar") && cached[0].contains("/npm-"),
+        "{cached:?}"
+    );
+
+    let second = api.deploy(pid).await;
+    let second_id = second["id"].as_str().unwrap();
+    let second = api.wait_final(second_id).await;
+    let log = messages(&api.logs(second_id).await);
+    assert_eq!(second["state"], "READY", "{second} {log:#?}");
+    let restored = log
+        .iter()
+        .find(|m| m.starts_with("Restored build cache ("))
+        .unwrap_or_else(|| panic!("no restore in {log:#?}"));
+    assert!(
+        restored.contains(" MB) in ") && restored.ends_with(" s"),
+        "{restored}"
+    );
+    assert!(phase_ms(&second, "install").is_some(), "{second}");
+
+    // The site is the Vite build: its hashed CSS and JS are served immutable.
+    let slug = project["slug"].as_str().unwrap();
+    let page = wait_served(&host(slug), "/", "Vite fixture").await;
+    let asset = page
+        .body
+        .split('"')
+        .find(|part| part.starts_with("/assets/index-") && part.ends_with(".js"))
+        .unwrap_or_else(|| panic!("no script in {}", page.body))
+        .to_string();
+    let script = get_page(&host(slug), &asset).await;
+    assert_eq!(script.status, 200);
+    assert_eq!(
+        script.header("cache-control"),
+        "public, max-age=31536000, immutable",
+        "{asset}"
+    );
+
+    let third = api
+        .post(
+            &format!("/v1/projects/{pid}/deployments"),
+            json!({"no_cache": true}),
+        )
+        .await;
+    assert_eq!(third.status, 202, "{third:?}");
+    assert_eq!(third.body["no_cache"], true);
+    let third_id = third.body["id"].as_str().unwrap();
+    let third = api.wait_final(third_id).await;
+    let log = messages(&api.logs(third_id).await);
+    assert_eq!(third["state"], "READY", "{third} {log:#?}");
+    assert!(
+        log.iter()
+            .any(|m| m
+                == "Build cache skipped: this deployment asked for a build without it (no_cache)"),
+        "{log:#?}"
+    );
+    assert!(
+        !phase_names(&third).iter().any(|p| p.ends_with("_cache")),
+        "{third}"
+    );
+}
+
+/// A build that fails reports the phases that ran, the failed one last.
+#[tokio::test]
+async fn a_failed_build_reports_its_phases_up_to_the_failure() {
+    let api = Api::new_account("failing phases user").await;
+    let repo = Repo::from_fixture("failing-build");
+    repo.commit("fails");
+    let project = api
+        .create_project(json!({"name": "failing phases", "git_url": repo.url()}))
+        .await;
+    let deployment = api.deploy(project["id"].as_str().unwrap()).await;
+    let done = api.wait_final(deployment["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    let names = phase_names(&done);
+    assert_eq!(names.first().map(String::as_str), Some("fetch"), "{done}");
+    assert_eq!(names.last().map(String::as_str), Some("build"), "{done}");
+    assert!(!names.contains(&"upload".to_string()), "{done}");
+}
+
+/// A repository with a netlify.toml as Netlify users write it: its `[build]` command,
+/// its `publish` folder and its `[build.environment]` variables are used, with no
+/// project settings, and the log says where each setting came from.
+#[tokio::test]
+async fn netlify_toml_publish_folder_is_deployed() {
+    let api = Api::new_account("netlify toml user").await;
+    let repo = Repo::from_fixture("netlify-site");
+    repo.commit("netlify site");
+    let project = api
+        .create_project(json!({"name": "netlify toml", "git_url": repo.url()}))
+        .await;
+    let deployment = api.deploy(project["id"].as_str().unwrap()).await;
+    let id = deployment["id"].as_str().unwrap();
+    let done = api.wait_final(id).await;
+    let log = messages(&api.logs(id).await);
+    assert_eq!(done["state"], "READY", "{done} {log:#?}");
+    for line in [
+        "Reading build settings from netlify.toml",
+        "Build setting build command: node build.js (netlify.toml)",
+        "Build setting output folder: site (netlify.toml)",
+        "Build setting root folder: . (detected)",
+    ] {
+        assert!(log.iter().any(|m| m == line), "{line}: {log:#?}");
+    }
+    assert!(
+        log.iter()
+            .any(|m| m.starts_with("Warning: netlify.toml:") && m.contains("plugins")),
+        "{log:#?}"
+    );
+    let slug = project["slug"].as_str().unwrap();
+    wait_served(&host(slug), "/", "netlify fixture: hello from netlify.toml").await;
+}
+
+/// vercel.json's `buildCommand` and `outputDirectory` are used; a project setting
+/// still beats the file (API > config file > detection).
+#[tokio::test]
+async fn vercel_json_output_directory_is_deployed_and_project_settings_win() {
+    let api = Api::new_account("vercel json user").await;
+    let repo = Repo::from_fixture("vercel-site");
+    repo.commit("vercel site");
+    let project = api
+        .create_project(json!({"name": "vercel json", "git_url": repo.url()}))
+        .await;
+    let pid = project["id"].as_str().unwrap();
+    let deployment = api.deploy(pid).await;
+    let id = deployment["id"].as_str().unwrap();
+    let done = api.wait_final(id).await;
+    let log = messages(&api.logs(id).await);
+    assert_eq!(done["state"], "READY", "{done} {log:#?}");
+    for line in [
+        "Reading build settings from vercel.json",
+        "Build setting build command: node make.js (vercel.json)",
+        "Build setting output folder: out/web (vercel.json)",
+    ] {
+        assert!(log.iter().any(|m| m == line), "{line}: {log:#?}");
+    }
+    assert!(
+        log.iter()
+            .any(|m| m.starts_with("Warning: vercel.json:") && m.contains("functions")),
+        "{log:#?}"
+    );
+    let slug = project["slug"].as_str().unwrap();
+    wait_served(&host(slug), "/", "vercel fixture").await;
+
+    // A project whose own settings say otherwise wins over the file: no build, the
+    // repository root.
+    let own = api
+        .create_project(json!({
+            "name": "vercel json own settings",
+            "git_url": repo.url(),
+            "build": {"build_command": "", "output_dir": "."}
+        }))
+        .await;
+    let pid = own["id"].as_str().unwrap();
+    let slug = own["slug"].as_str().unwrap();
+    let second = api.deploy(pid).await;
+    let second_id = second["id"].as_str().unwrap();
+    let done = api.wait_final(second_id).await;
+    let log = messages(&api.logs(second_id).await);
+    assert_eq!(done["state"], "READY", "{done} {log:#?}");
+    assert!(
+        log.iter()
+            .any(|m| m == "Build setting output folder: . (project settings)"),
+        "{log:#?}"
+    );
+    wait_served(&host(slug), "/", "not the output").await;
+}
+
+/// A broken config file fails the build with the file, the line and what is wrong.
+#[tokio::test]
+async fn a_broken_netlify_toml_fails_with_its_line() {
+    let api = Api::new_account("broken toml user").await;
+    let repo = Repo::from_fixture("static-site");
+    repo.write("netlify.toml", "[build]\npublish = 5\n");
+    repo.commit("broken toml");
+    let project = api
+        .create_project(json!({"name": "broken toml", "git_url": repo.url()}))
+        .await;
+    let deployment = api.deploy(project["id"].as_str().unwrap()).await;
+    let done = api.wait_final(deployment["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    let error = done["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("netlify.toml:2: ") && error.contains("publish"),
+        "{error}"
+    );
+}
