@@ -21,6 +21,9 @@ have ip || need_apt+=(iproute2)
 have nsenter || need_apt+=(util-linux)
 have cc || need_apt+=(build-essential)
 have perl || need_apt+=(perl)
+# Static site generators that builds run when a project is one of theirs.
+have hugo || need_apt+=(hugo)
+have mkdocs || need_apt+=(mkdocs)
 if [ "${1:-}" = lambda ]; then
   have cargo-lambda || {
     echo "setup: installing cargo-lambda (pip)"

@@ -100,6 +100,11 @@ async fn a_redeploy_of_an_unchanged_vite_project_restores_the_build_cache() {
         restored.contains(" MB) in ") && restored.ends_with(" s"),
         "{restored}"
     );
+    assert!(
+        log.iter().any(|m| m.starts_with("Restored node_modules")
+            && m.ends_with("running npm install --prefer-offline --no-audit --no-fund over it instead of npm ci")),
+        "{log:#?}"
+    );
     assert!(phase_ms(&second, "install").is_some(), "{second}");
 
     // The site is the Vite build: its hashed CSS and JS are served immutable.
@@ -267,4 +272,95 @@ async fn a_broken_netlify_toml_fails_with_its_line() {
         error.starts_with("netlify.toml:2: ") && error.contains("publish"),
         "{error}"
     );
+}
+
+/// Builds a fixture project with no settings and returns its log, asserting READY and
+/// that the site serves `needle`.
+async fn builds_ready(fixture: &str, needle: &str) -> Vec<String> {
+    let api = Api::new_account(&format!("{fixture} user")).await;
+    let repo = Repo::from_fixture(fixture);
+    repo.commit(fixture);
+    let project = api
+        .create_project(json!({"name": fixture, "git_url": repo.url()}))
+        .await;
+    let deployment = api.deploy(project["id"].as_str().unwrap()).await;
+    let id = deployment["id"].as_str().unwrap();
+    let done = api.wait_final(id).await;
+    let log = messages(&api.logs(id).await);
+    assert_eq!(done["state"], "READY", "{done} {log:#?}");
+    wait_served(&host(project["slug"].as_str().unwrap()), "/", needle).await;
+    log
+}
+
+/// Yarn 4 ("berry"), pinned by `packageManager`: corepack fetches it from the npm
+/// registry, it installs `--immutable`, and the build runs under it.
+#[tokio::test]
+async fn a_yarn_berry_project_builds_with_the_yarn_it_pins() {
+    let log = builds_ready("yarn-berry-site", "yarn berry fixture").await;
+    for line in [
+        "Package manager: yarn 4.5.3 (packageManager in package.json), run through corepack",
+        "Running install command: yarn install --immutable",
+        "built by yarn/4.5.3",
+    ] {
+        assert!(log.iter().any(|m| m == line), "{line}: {log:#?}");
+    }
+}
+
+/// A bun project (`bun.lock`, `packageManager: bun@1.2.19`): bun comes from its npm
+/// package, installs the dependency, and runs the build script (`bun build.js`).
+#[tokio::test]
+async fn a_bun_project_builds_with_the_bun_it_pins() {
+    let log = builds_ready("bun-site", "bun fixture: true").await;
+    for line in [
+        "Package manager: bun 1.2.19 (packageManager in package.json)",
+        "Running install command: bun install --frozen-lockfile",
+        "built by bun/1.2.19",
+    ] {
+        assert!(log.iter().any(|m| m == line), "{line}: {log:#?}");
+    }
+    assert!(
+        log.iter()
+            .any(|m| m.starts_with("Installed bun 1.2.19 from the npm registry (@oven/bun-linux-")),
+        "{log:#?}"
+    );
+}
+
+/// Non-Node generators are detected and run with the tool the platform installs
+/// (scripts/setup.sh installs Hugo and MkDocs from Debian).
+#[tokio::test]
+async fn hugo_and_mkdocs_sites_build_with_no_settings() {
+    let log = builds_ready("hugo-site", "Rendered by Hugo.").await;
+    assert!(log.iter().any(|m| m == "Detected hugo (Hugo)"), "{log:#?}");
+    assert!(
+        log.iter()
+            .any(|m| m == "Build setting build command: hugo --minify (detected)"),
+        "{log:#?}"
+    );
+    let log = builds_ready("mkdocs-site", "MkDocs fixture").await;
+    assert!(
+        log.iter()
+            .any(|m| m == "Build setting output folder: site (detected)"),
+        "{log:#?}"
+    );
+}
+
+/// A generator this platform does not have fails at once with its name, not with
+/// "command not found" from the shell.
+#[tokio::test]
+async fn a_zola_site_fails_saying_zola_is_not_installed() {
+    let api = Api::new_account("zola user").await;
+    let repo = Repo::from_fixture("zola-site");
+    repo.commit("zola");
+    let project = api
+        .create_project(json!({"name": "zola", "git_url": repo.url()}))
+        .await;
+    let deployment = api.deploy(project["id"].as_str().unwrap()).await;
+    let done = api.wait_final(deployment["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    let error = done["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("zola is not installed on this platform"),
+        "{error}"
+    );
+    assert_eq!(done["plan"]["framework"], "zola", "{done}");
 }

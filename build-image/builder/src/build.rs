@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use deploysphere_core::node_version::{NodeRequirement, node_requirement};
 use deploysphere_core::plan::{Origin, resolve_plan, resolve_root_dir};
 use deploysphere_core::project_config::parse_project_config;
-use deploysphere_core::{BuildEventKind, BuildPlan, BuildSpec, LogStream, Phase, validate};
+use deploysphere_core::{
+    BuildEventKind, BuildPlan, BuildSpec, LogStream, PackageManager, Phase, validate,
+};
 use tokio::sync::mpsc;
 
 use crate::cache::{self, CacheEntry, Restored, Saved};
@@ -18,6 +20,13 @@ use crate::report::Reporter;
 use crate::sandbox::{self, Exit, Sandbox, WORKSPACE};
 use crate::upload::{self, OutputFile, UploadStats};
 use crate::{BuilderConfig, Failure, disk_full_note, node, source};
+
+/// The system's CA certificates, which Node.js is told to trust too (a registry behind
+/// a proxy with its own CA).
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The install over a restored `node_modules` (see [`Build::run`]).
+const NPM_OVER_CACHE: &str = "npm install --prefer-offline --no-audit --no-fund";
 
 /// The phases, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +86,8 @@ struct Source {
     file_env: BTreeMap<String, String>,
     /// The folder of the chosen Node.js, first on `PATH`; `None`: the system's.
     node_bin: Option<PathBuf>,
+    /// The install command is detection's (not the project's or the config file's).
+    install_detected: bool,
 }
 
 pub(crate) struct Build<'a> {
@@ -125,6 +136,21 @@ impl<'a> Build<'a> {
                 Ok(())
             })
             .await?;
+        }
+        let mut plan = plan;
+        if let Some(framework) = &self.framework_cache
+            && cache::move_dependencies(framework, &source.root)
+        {
+            let mut note = format!("Restored {}", cache::DEPENDENCIES);
+            // `npm ci` deletes node_modules first; over one that the same package.json
+            // and lockfile installed, `npm install` has next to nothing to do.
+            if source.install_detected && plan.install_command.as_deref() == Some("npm ci") {
+                plan.install_command = Some(NPM_OVER_CACHE.to_string());
+                note.push_str(&format!(
+                    " (installed from this package.json and lockfile): running {NPM_OVER_CACHE} over it instead of npm ci"
+                ));
+            }
+            self.reporter.system(note).await;
         }
         if let Some(command) = &plan.install_command {
             self.phase(Step::Install, async |b| {
@@ -316,15 +342,6 @@ impl<'a> Build<'a> {
                 ))
                 .await;
         }
-        if let Some(tool) = &plan.tool
-            && plan.build_command.is_some()
-            && !installed(tool)
-        {
-            return Err(Failure(format!(
-                "{tool} is not installed on this platform: {} sites need it to build (set a build command of your own, or deploy the built folder)",
-                plan.framework_name
-            )));
-        }
         let file_env = file.map(|f| f.environment).unwrap_or_default();
         let node_bin = if plan.package_manager.is_some() {
             self.choose_node(&root, &file_env).await?
@@ -338,11 +355,28 @@ impl<'a> Build<'a> {
                 plan: plan.clone(),
             })
             .await;
+        let detected = |name: &str| {
+            chosen
+                .iter()
+                .any(|s| s.name == name && s.origin == Origin::Detected)
+        };
+        // A build command of the user's own may bring its own tool.
+        if let Some(tool) = &plan.tool
+            && plan.build_command.is_some()
+            && detected("build command")
+            && !installed(tool)
+        {
+            return Err(Failure(format!(
+                "{tool} is not installed on this platform: {} sites need it to build (set a build command of your own, or deploy the built folder)",
+                plan.framework_name
+            )));
+        }
         let source = Source {
             checkout: checkout.dir,
             root,
             file_env,
             node_bin,
+            install_detected: detected("install command"),
         };
         Ok((source, plan))
     }
@@ -489,7 +523,11 @@ impl<'a> Build<'a> {
         Ok(self.sandbox.as_ref().expect("set just above"))
     }
 
-    async fn prepare_sandbox(&self, plan: &BuildPlan, source: &Source) -> Result<Sandbox, Failure> {
+    async fn prepare_sandbox(
+        &mut self,
+        plan: &BuildPlan,
+        source: &Source,
+    ) -> Result<Sandbox, Failure> {
         let tools = self.tools();
         std::fs::create_dir_all(tools.join("bin"))
             .and_then(|()| std::fs::create_dir_all(tools.join("cache")))
@@ -504,17 +542,20 @@ impl<'a> Build<'a> {
             ("DEPLOYSPHERE".into(), "1".into()),
             ("LANG".into(), "C.UTF-8".into()),
         ];
-        if Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
-            env.push((
-                "NODE_EXTRA_CA_CERTS".into(),
-                "/etc/ssl/certs/ca-certificates.crt".into(),
-            ));
+        if Path::new(CA_BUNDLE).exists() {
+            env.push(("NODE_EXTRA_CA_CERTS".into(), CA_BUNDLE.into()));
         }
         if let Some(manager) = plan.package_manager {
             env.extend(cache::cache_env(
                 manager,
                 &format!("{}/cache", sandbox::TOOLS),
             ));
+        }
+        if plan.package_manager == Some(PackageManager::Bun) {
+            let version = plan.package_manager_version.as_deref().unwrap_or("latest");
+            let installed = bun_tool(&tools, version).await.map_err(Failure)?;
+            self.reporter.system(installed).await;
+            path = format!("{}/bin:{path}", sandbox::TOOLS);
         }
         if plan.package_manager.is_some_and(|m| m.through_corepack()) {
             corepack_shims(&tools, source.node_bin.as_deref())
@@ -523,6 +564,12 @@ impl<'a> Build<'a> {
             path = format!("{}/bin:{path}", sandbox::TOOLS);
             env.extend([
                 ("COREPACK_ENABLE_DOWNLOAD_PROMPT".into(), "0".into()),
+                // Yarn 2+ from the npm registry (@yarnpkg/cli-dist) rather than
+                // repo.yarnpkg.com: one registry for every package manager.
+                (
+                    "COREPACK_NPM_REGISTRY".into(),
+                    "https://registry.npmjs.org".into(),
+                ),
                 // Registry mirrors often strip npm's signatures, which corepack then
                 // refuses; the tarball is still checked against the registry's
                 // integrity hash, and against a `+sha512.` pin in packageManager.
@@ -682,6 +729,76 @@ async fn corepack_shims(tools: &Path, node_bin: Option<&Path>) -> Result<(), Str
         ));
     }
     Ok(())
+}
+
+/// Installs bun `version` (as `packageManager` pins it, else `latest`) from its npm
+/// package for this machine (`@oven/bun-linux-x64`, `-baseline` without AVX2,
+/// `-aarch64`) into `tools/bun`, with `bun` and `bunx` in `tools/bin`. It runs outside
+/// the sandbox: it only fetches that one package, whose download lands in the build
+/// cache with npm's own. Returns the log line.
+async fn bun_tool(tools: &Path, version: &str) -> Result<String, String> {
+    let package = match std::env::consts::ARCH {
+        "x86_64" => {
+            let avx2 = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" avx2"));
+            if avx2 {
+                "@oven/bun-linux-x64"
+            } else {
+                "@oven/bun-linux-x64-baseline"
+            }
+        }
+        "aarch64" => "@oven/bun-linux-aarch64",
+        arch => {
+            return Err(format!(
+                "bun is not available for this platform's CPU ({arch})"
+            ));
+        }
+    };
+    let prefix = tools.join("bun");
+    let mut npm = tokio::process::Command::new("npm");
+    npm.env_clear();
+    let ca = Path::new(CA_BUNDLE);
+    if ca.exists() {
+        npm.env("NODE_EXTRA_CA_CERTS", ca);
+    }
+    let output = npm
+        .args([
+            "install",
+            "--no-save",
+            "--no-package-lock",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+        ])
+        .arg(&prefix)
+        .arg(format!("{package}@{version}"))
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", tools)
+        .env("npm_config_cache", tools.join("cache/npm"))
+        .output()
+        .await
+        .map_err(|e| {
+            format!("npm is not installed on this platform ({e}): bun is fetched with it")
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "could not fetch bun {version} ({package}) from the npm registry: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let bin = tools.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| format!("could not install bun: {e}"))?;
+    let binary = Path::new("../bun/node_modules")
+        .join(package)
+        .join("bin/bun");
+    for name in ["bun", "bunx"] {
+        let link = bin.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&binary, &link)
+            .map_err(|e| format!("could not install bun: {e}"))?;
+    }
+    Ok(format!(
+        "Installed bun {version} from the npm registry ({package})"
+    ))
 }
 
 /// Whether a program is on the sandbox's `PATH` (which sees the host's `/usr`).

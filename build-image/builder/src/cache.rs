@@ -22,15 +22,15 @@ use tokio::io::AsyncWriteExt;
 /// The most all of a project's cache archives may take; the oldest go first.
 pub const DEFAULT_PROJECT_CAP_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
-/// Framework caches, relative to the app's root folder: kept between builds of the
-/// same lockfile because they make the build step faster, not the install.
-pub const FRAMEWORK_CACHES: &[&str] = &[
-    ".next/cache",
-    ".astro",
-    ".parcel-cache",
-    "node_modules/.cache",
-    "node_modules/.vite",
-];
+/// The installed dependencies, relative to the app's root folder: restored before the
+/// install step, which then has little left to do (as Netlify and Vercel do). The
+/// frameworks' caches inside it (`node_modules/.cache`, `node_modules/.vite`) come
+/// with it.
+pub const DEPENDENCIES: &str = "node_modules";
+
+/// Framework caches outside `node_modules`, relative to the app's root folder: they
+/// make the build step faster, and go in after the install step.
+pub const FRAMEWORK_CACHES: &[&str] = &[".next/cache", ".astro", ".parcel-cache"];
 
 /// The environment that points a package manager's downloads into `cache_dir` (the
 /// path the sandbox sees), and corepack's copies of pnpm and yarn with them. npm's
@@ -71,8 +71,9 @@ impl CacheEntry {
     }
 
     /// The entry of this build: `build-cache/<project>/<manager>-<hash>.tar`, where the
-    /// hash is of the manager's lockfile (or of package.json without one). `None` for a
-    /// build without a package manager: nothing to cache.
+    /// hash is of package.json and the manager's lockfile: the restored `node_modules`
+    /// is then what the same install of the same files made. `None` for a build without
+    /// a package manager: nothing to cache.
     pub fn for_build(
         project_id: &str,
         plan: &BuildPlan,
@@ -81,14 +82,18 @@ impl CacheEntry {
     ) -> Option<CacheEntry> {
         let manager = plan.package_manager?;
         plan.install_command.as_ref()?;
-        let lockfile = manager
+        let mut digest = Sha256::new();
+        digest.update(std::fs::read(root.join("package.json")).ok()?);
+        if let Some(lockfile) = manager
             .lockfiles()
             .iter()
             .map(|name| root.join(name))
             .find(|path| path.is_file())
-            .unwrap_or_else(|| root.join("package.json"));
-        let bytes = std::fs::read(lockfile).ok()?;
-        let hash = hex::encode(&Sha256::digest(&bytes)[..12]);
+        {
+            digest.update(b"\0");
+            digest.update(std::fs::read(lockfile).ok()?);
+        }
+        let hash = hex::encode(&digest.finalize()[..12]);
         let prefix = build_cache_prefix(project_id);
         Some(CacheEntry {
             key: format!("{prefix}{}-{hash}.tar", manager.as_str()),
@@ -105,8 +110,8 @@ pub enum Restored {
     Missing,
     Found {
         bytes: u64,
-        /// The framework caches, unpacked but not yet in the app folder: the install
-        /// step may wipe `node_modules`, so they go in after it ([`move_into`]).
+        /// The unpacked app folders: `node_modules` goes in before the install
+        /// ([`move_dependencies`]), the framework caches after it ([`move_into`]).
         framework: PathBuf,
     },
 }
@@ -183,6 +188,14 @@ fn unpack(archive: &Path, target: &Path) -> Result<(), CacheError> {
         entry.unpack_in(target)?;
     }
     Ok(())
+}
+
+/// Moves the restored `node_modules` into the app folder, unless the checkout has one
+/// (committed, or a link); true when it did.
+pub fn move_dependencies(framework: &Path, root: &Path) -> bool {
+    let from = framework.join(DEPENDENCIES);
+    let to = root.join(DEPENDENCIES);
+    is_real_dir(&from) && to.symlink_metadata().is_err() && std::fs::rename(&from, &to).is_ok()
 }
 
 /// Moves the restored framework caches into the app folder, each only where the
@@ -292,7 +305,7 @@ fn pack(archive: &Path, tools_cache: &Path, root: &Path) -> Result<u64, CacheErr
         builder.append_dir_all("pm", tools_cache)?;
         any = true;
     }
-    for cache in FRAMEWORK_CACHES {
+    for cache in std::iter::once(&DEPENDENCIES).chain(FRAMEWORK_CACHES) {
         let path = root.join(cache);
         // Each step of the path must be a real folder of the app.
         let real = Path::new(cache)
@@ -343,10 +356,12 @@ mod tests {
         std::fs::create_dir_all(root.join(".next/cache/images")).unwrap();
         std::fs::write(root.join(".next/cache/images/a.webp"), b"img").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", root.join(".next/cache/leak")).unwrap();
-        // node_modules/.vite through a link is not a real folder of the app: skipped.
-        std::fs::create_dir_all(dir.join("elsewhere/.vite")).unwrap();
-        std::fs::write(dir.join("elsewhere/.vite/secret"), b"x").unwrap();
-        std::os::unix::fs::symlink(dir.join("elsewhere"), root.join("node_modules")).unwrap();
+        // .astro through a link is not a real folder of the app: skipped.
+        std::fs::create_dir_all(dir.join("elsewhere")).unwrap();
+        std::fs::write(dir.join("elsewhere/secret"), b"x").unwrap();
+        std::os::unix::fs::symlink(dir.join("elsewhere"), root.join(".astro")).unwrap();
+        std::fs::create_dir_all(root.join("node_modules/.bin")).unwrap();
+        std::fs::write(root.join("node_modules/vite.js"), b"vite").unwrap();
 
         let archive = dir.join("a.tar");
         assert!(pack(&archive, &tools, &root).unwrap() > 0);
@@ -362,7 +377,11 @@ mod tests {
         );
         let link = out.join("app/.next/cache/leak");
         assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
-        assert!(!out.join("app/node_modules").exists());
+        assert!(!out.join("app/.astro").exists());
+        assert_eq!(
+            std::fs::read(out.join("app/node_modules/vite.js")).unwrap(),
+            b"vite"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -401,12 +420,18 @@ mod tests {
         let framework = dir.join("app");
         std::fs::create_dir_all(framework.join("node_modules/.vite/deps")).unwrap();
         std::fs::create_dir_all(framework.join(".next/cache")).unwrap();
+        std::fs::create_dir_all(framework.join(".astro")).unwrap();
         let root = dir.join("root");
-        std::fs::create_dir_all(root.join("node_modules")).unwrap();
         std::fs::create_dir_all(root.join(".next/cache")).unwrap();
-        let moved = move_into(&framework, &root);
-        assert_eq!(moved, vec!["node_modules/.vite"]);
+        assert!(move_dependencies(&framework, &root));
         assert!(root.join("node_modules/.vite/deps").is_dir());
+        let moved = move_into(&framework, &root);
+        assert_eq!(moved, vec![".astro"]);
+        // A checkout that has its own node_modules keeps it.
+        let other = dir.join("other");
+        std::fs::create_dir_all(other.join("node_modules")).unwrap();
+        std::fs::create_dir_all(framework.join("node_modules")).unwrap();
+        assert!(!move_dependencies(&framework, &other));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -150,6 +150,8 @@ async fn main() {
         median(&mut overheads) * 1e3
     );
 
+    build_cache(&api).await;
+
     // The same files for nginx: run the same build locally.
     let site_dir = tempfile::tempdir().unwrap();
     let out = site_dir.path().join("site");
@@ -215,4 +217,48 @@ async fn main() {
         router.p99_ms / reference.p99_ms
     );
     eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
+}
+
+/// The install phase of a real Vite project (vite 5 from the npm registry, npm ci)
+/// without the build cache (a new project) and with it (its redeploy, same lockfile).
+async fn build_cache(api: &Api) {
+    println!(
+        "Build cache, Vite project (install phase: first deploy vs redeploy of the same lockfile)"
+    );
+    let install_ms = |deployment: &serde_json::Value| {
+        deployment["phases"]
+            .as_array()
+            .and_then(|phases| phases.iter().find(|p| p["name"] == "install"))
+            .and_then(|p| p["ms"].as_f64())
+            .expect("an install phase")
+    };
+    let (mut colds, mut warms) = (Vec::new(), Vec::new());
+    for run in 1..=3 {
+        let repo = Repo::from_fixture("vite-site");
+        repo.commit("vite site");
+        let project = api
+            .create_project(json!({"name": format!("bench vite {run}"), "git_url": repo.url()}))
+            .await;
+        let project_id = project["id"].as_str().unwrap();
+        let mut times = Vec::new();
+        for _ in 0..2 {
+            let deployment = api.deploy(project_id).await;
+            let done = api.wait_final(deployment["id"].as_str().unwrap()).await;
+            assert_eq!(done["state"], "READY", "{done}");
+            times.push(install_ms(&done));
+        }
+        println!(
+            "  run {run}: cold install {:>7.0} ms, warm install {:>7.0} ms, {:.1}x",
+            times[0],
+            times[1],
+            times[0] / times[1]
+        );
+        colds.push(times[0]);
+        warms.push(times[1]);
+    }
+    let (cold, warm) = (median(&mut colds), median(&mut warms));
+    println!(
+        "  median: cold {cold:.0} ms, warm {warm:.0} ms: the cache makes install {:.1}x faster (goal: at least 3x)",
+        cold / warm
+    );
 }
