@@ -364,3 +364,80 @@ async fn a_zola_site_fails_saying_zola_is_not_installed() {
     );
     assert_eq!(done["plan"]["framework"], "zola", "{done}");
 }
+
+/// An npm workspace (monorepo) deployed with `root_dir` set to one package: the
+/// install runs at the workspace root with its lockfile (so the sibling package is
+/// linked), the build in the package, and the package's output is deployed. The
+/// redeploy restores the root's node_modules, links included.
+#[tokio::test]
+async fn an_npm_workspace_package_builds_with_root_dir() {
+    let api = Api::new_account("npm workspace user").await;
+    let repo = Repo::from_fixture("npm-workspace");
+    repo.commit("monorepo");
+    let project = api
+        .create_project(json!({
+            "name": "npm workspace",
+            "git_url": repo.url(),
+            "build": {"root_dir": "packages/site"}
+        }))
+        .await;
+    let pid = project["id"].as_str().unwrap();
+    for round in ["first", "cached"] {
+        let deployment = api.deploy(pid).await;
+        let id = deployment["id"].as_str().unwrap();
+        let done = api.wait_final(id).await;
+        let log = messages(&api.logs(id).await);
+        assert_eq!(done["state"], "READY", "{round}: {done} {log:#?}");
+        for line in [
+            "Workspace root: . (the monorepo the app belongs to): the install runs there",
+            "Package manager: npm (package-lock.json)",
+            "Build setting root folder: packages/site (project settings)",
+            "built the site package",
+        ] {
+            assert!(log.iter().any(|m| m == line), "{round}: {line}: {log:#?}");
+        }
+        assert_eq!(done["plan"]["install_dir"], ".", "{done}");
+        if round == "cached" {
+            assert!(
+                log.iter().any(|m| m.starts_with("Restored node_modules")),
+                "{log:#?}"
+            );
+        }
+        wait_served(
+            &host(project["slug"].as_str().unwrap()),
+            "/",
+            "hello from the greeting workspace, site",
+        )
+        .await;
+    }
+}
+
+/// The Node.js of this machine is used locally, and the log warns when the project
+/// asks for another (`.nvmrc`).
+#[tokio::test]
+async fn a_node_version_this_platform_lacks_is_warned_about_locally() {
+    let api = Api::new_account("nvmrc user").await;
+    let repo = Repo::from_fixture("node-build");
+    repo.write(".nvmrc", "99\n");
+    repo.commit("asks for node 99");
+    let project = api
+        .create_project(json!({"name": "nvmrc", "git_url": repo.url()}))
+        .await;
+    let deployment = api.deploy(project["id"].as_str().unwrap()).await;
+    let id = deployment["id"].as_str().unwrap();
+    let done = api.wait_final(id).await;
+    let log = messages(&api.logs(id).await);
+    assert_eq!(done["state"], "READY", "{done} {log:#?}");
+    let local = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .expect("node");
+    let local = String::from_utf8_lossy(&local.stdout)
+        .trim()
+        .trim_start_matches('v')
+        .to_string();
+    let warning = format!(
+        "Warning: Node.js {local} on this platform does not satisfy .nvmrc \"99\"; the build runs on it anyway"
+    );
+    assert!(log.iter().any(|m| *m == warning), "{warning}: {log:#?}");
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use deploysphere_core::node_version::{NodeRequirement, node_requirement};
-use deploysphere_core::plan::{Origin, resolve_plan, resolve_root_dir};
+use deploysphere_core::plan::{Origin, Workspace, resolve_plan, resolve_root_dir};
 use deploysphere_core::project_config::parse_project_config;
 use deploysphere_core::{
     BuildEventKind, BuildPlan, BuildSpec, LogStream, PackageManager, Phase, validate,
@@ -81,6 +81,8 @@ struct Source {
     checkout: PathBuf,
     /// The app's folder (`root_dir`) inside the checkout.
     root: PathBuf,
+    /// Where the install runs: the app's folder, or its monorepo's workspace root.
+    install_root: PathBuf,
     /// Variables from the config file (netlify.toml `[build.environment]`, vercel.json
     /// `build.env`), under the project's own.
     file_env: BTreeMap<String, String>,
@@ -139,7 +141,7 @@ impl<'a> Build<'a> {
         }
         let mut plan = plan;
         if let Some(framework) = &self.framework_cache
-            && cache::move_dependencies(framework, &source.root)
+            && cache::move_dependencies(framework, &source.install_root)
         {
             let mut note = format!("Restored {}", cache::DEPENDENCIES);
             // `npm ci` deletes node_modules first; over one that the same package.json
@@ -154,7 +156,9 @@ impl<'a> Build<'a> {
         }
         if let Some(command) = &plan.install_command {
             self.phase(Step::Install, async |b| {
-                b.run_command("install", command, &source, &plan).await
+                let dir = source.install_root.clone();
+                b.run_command("install", command, &dir, &source, &plan)
+                    .await
             })
             .await?;
         }
@@ -173,7 +177,8 @@ impl<'a> Build<'a> {
         }
         if let Some(command) = &plan.build_command {
             self.phase(Step::Build, async |b| {
-                b.run_command("build", command, &source, &plan).await
+                let dir = source.root.clone();
+                b.run_command("build", command, &dir, &source, &plan).await
             })
             .await?;
         }
@@ -309,8 +314,35 @@ impl<'a> Build<'a> {
         } else {
             Self::folder_of(&checkout.dir, &root_rel, "the root folder")?
         };
-        let (plan, chosen) = resolve_plan(&source::FsTree::new(&root), settings, file.as_ref())
-            .map_err(|e| Failure(e.to_string()))?;
+        let workspace_root = workspace_root(&checkout.dir, &root);
+        let workspace_tree = workspace_root.as_ref().map(|dir| source::FsTree::new(dir));
+        let workspace = workspace_root
+            .as_ref()
+            .zip(workspace_tree.as_ref())
+            .map(|(dir, tree)| {
+                let path = dir.strip_prefix(&checkout.dir).unwrap_or(Path::new(""));
+                Workspace {
+                    tree,
+                    path: match path.as_os_str().is_empty() {
+                        true => ".".to_string(),
+                        false => path.display().to_string(),
+                    },
+                }
+            });
+        let (plan, chosen) = resolve_plan(
+            &source::FsTree::new(&root),
+            workspace.as_ref(),
+            settings,
+            file.as_ref(),
+        )
+        .map_err(|e| Failure(e.to_string()))?;
+        if let Some(dir) = &plan.install_dir {
+            self.reporter
+                .system(format!(
+                    "Workspace root: {dir} (the monorepo the app belongs to): the install runs there"
+                ))
+                .await;
+        }
         self.reporter
             .system(format!(
                 "Detected {} ({})",
@@ -371,9 +403,14 @@ impl<'a> Build<'a> {
                 plan.framework_name
             )));
         }
+        let install_root = match &plan.install_dir {
+            Some(_) => workspace_root.clone().unwrap_or_else(|| root.clone()),
+            None => root.clone(),
+        };
         let source = Source {
             checkout: checkout.dir,
             root,
+            install_root,
             file_env,
             node_bin,
             install_detected: detected("install command"),
@@ -425,7 +462,7 @@ impl<'a> Build<'a> {
         let entry = CacheEntry::for_build(
             &self.spec.project_id,
             plan,
-            &source.root,
+            &source.install_root,
             self.config.cache_cap_bytes,
         )?;
         let reason = if self.spec.no_cache {
@@ -486,6 +523,7 @@ impl<'a> Build<'a> {
             &store,
             entry,
             &self.tools().join("cache"),
+            &source.install_root,
             &source.root,
             &self.work.join("cache"),
         )
@@ -600,11 +638,13 @@ impl<'a> Build<'a> {
         .map_err(|e| Failure(format!("could not prepare the sandbox: {e}")))
     }
 
-    /// Runs one user command in the sandbox, its output into the log.
+    /// Runs one user command in the sandbox, in `dir` of the checkout, its output into
+    /// the log.
     async fn run_command(
         &mut self,
         name: &str,
         command: &str,
+        dir: &Path,
         source: &Source,
         plan: &BuildPlan,
     ) -> Result<(), Failure> {
@@ -614,12 +654,7 @@ impl<'a> Build<'a> {
             .system(format!("Running {name} command: {command}"))
             .await;
         let workdir = Path::new(WORKSPACE)
-            .join(
-                source
-                    .root
-                    .strip_prefix(&source.checkout)
-                    .unwrap_or(Path::new("")),
-            )
+            .join(dir.strip_prefix(&source.checkout).unwrap_or(Path::new("")))
             .display()
             .to_string();
         let remaining = self.deadline.saturating_duration_since(Instant::now());
@@ -799,6 +834,17 @@ async fn bun_tool(tools: &Path, version: &str) -> Result<String, String> {
     Ok(format!(
         "Installed bun {version} from the npm registry ({package})"
     ))
+}
+
+/// The closest folder above the app folder, up to the checkout's root, that declares
+/// workspaces (see [`Workspace::declared_in`]); `None` for an app at the root or
+/// outside any.
+fn workspace_root(checkout: &Path, root: &Path) -> Option<PathBuf> {
+    root.ancestors()
+        .skip(1)
+        .take_while(|dir| dir.starts_with(checkout))
+        .find(|dir| Workspace::declared_in(&source::FsTree::new(dir)))
+        .map(Path::to_path_buf)
 }
 
 /// Whether a program is on the sandbox's `PATH` (which sees the host's `/usr`).

@@ -237,24 +237,23 @@ pub enum Saved {
     Empty,
 }
 
-/// Archives the package managers' caches (`tools_cache`) and the framework caches
-/// under `root`, stores the archive as the entry, and evicts the project's oldest
-/// entries until all fit in its cap.
+/// Archives the package managers' caches (`tools_cache`), `node_modules` of
+/// `install_root` and the framework caches under `root` (the app folder), stores the
+/// archive as the entry, and evicts the project's oldest entries until all fit in its
+/// cap.
 pub async fn save(
     store: &ObjectStore,
     entry: &CacheEntry,
     tools_cache: &Path,
+    install_root: &Path,
     root: &Path,
     staging: &Path,
 ) -> Result<Saved, CacheError> {
     std::fs::create_dir_all(staging)?;
     let archive = staging.join("save.tar");
-    let (path, tools, app) = (
-        archive.clone(),
-        tools_cache.to_path_buf(),
-        root.to_path_buf(),
-    );
-    let bytes = tokio::task::spawn_blocking(move || pack(&path, &tools, &app))
+    let (path, tools) = (archive.clone(), tools_cache.to_path_buf());
+    let (deps, app) = (install_root.to_path_buf(), root.to_path_buf());
+    let bytes = tokio::task::spawn_blocking(move || pack(&path, &tools, &deps, &app))
         .await
         .map_err(|e| CacheError::Other(e.to_string()))??;
     if bytes == 0 {
@@ -297,7 +296,12 @@ async fn evict(store: &ObjectStore, entry: &CacheEntry) -> Result<usize, CacheEr
 
 /// Writes the archive; returns its size, 0 when there was nothing to keep. Links are
 /// kept as links, never followed.
-fn pack(archive: &Path, tools_cache: &Path, root: &Path) -> Result<u64, CacheError> {
+fn pack(
+    archive: &Path,
+    tools_cache: &Path,
+    install_root: &Path,
+    root: &Path,
+) -> Result<u64, CacheError> {
     let mut builder = tar::Builder::new(std::fs::File::create(archive)?);
     builder.follow_symlinks(false);
     let mut any = false;
@@ -305,7 +309,9 @@ fn pack(archive: &Path, tools_cache: &Path, root: &Path) -> Result<u64, CacheErr
         builder.append_dir_all("pm", tools_cache)?;
         any = true;
     }
-    for cache in std::iter::once(&DEPENDENCIES).chain(FRAMEWORK_CACHES) {
+    let folders = std::iter::once((install_root, DEPENDENCIES))
+        .chain(FRAMEWORK_CACHES.iter().map(|cache| (root, *cache)));
+    for (root, cache) in folders {
         let path = root.join(cache);
         // Each step of the path must be a real folder of the app.
         let real = Path::new(cache)
@@ -364,7 +370,7 @@ mod tests {
         std::fs::write(root.join("node_modules/vite.js"), b"vite").unwrap();
 
         let archive = dir.join("a.tar");
-        assert!(pack(&archive, &tools, &root).unwrap() > 0);
+        assert!(pack(&archive, &tools, &root, &root).unwrap() > 0);
         let out = dir.join("out");
         unpack(&archive, &out).unwrap();
         assert_eq!(

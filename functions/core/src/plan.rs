@@ -137,6 +137,10 @@ pub struct BuildPlan {
     /// builder must find installed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
+    /// Where the install runs, relative to the repository's root, when it is not the
+    /// app folder: the monorepo's workspace root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_dir: Option<String>,
 }
 
 /// Read access to a checked-out source tree, paths relative to the app's root folder.
@@ -149,22 +153,61 @@ pub trait SourceTree {
 #[error("package.json is not valid JSON: {0}")]
 pub struct PlanError(pub String);
 
+/// A monorepo's root above the app folder: the folder whose package.json declares
+/// `workspaces` (npm, yarn, bun) or that has a `pnpm-workspace.yaml`. The package
+/// manager and the install come from it, and the install runs there.
+pub struct Workspace<'a> {
+    pub tree: &'a dyn SourceTree,
+    /// The folder, relative to the repository's root (`.` for the root itself).
+    pub path: String,
+}
+
+impl Workspace<'_> {
+    /// Whether a folder with these files is a workspace root.
+    pub fn declared_in(tree: &dyn SourceTree) -> bool {
+        tree.exists("pnpm-workspace.yaml")
+            || tree
+                .read_to_string("package.json")
+                .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+                .is_some_and(|package| package.get("workspaces").is_some())
+    }
+}
+
+fn read_package(tree: &dyn SourceTree) -> Result<Option<serde_json::Value>, PlanError> {
+    tree.read_to_string("package.json")
+        .map(|text| serde_json::from_str(&text).map_err(|e| PlanError(e.to_string())))
+        .transpose()
+}
+
 /// Detects the framework and package manager of the tree and returns the plan, with
 /// `settings` overriding each detected field.
 pub fn detect_plan(
     tree: &dyn SourceTree,
     settings: &BuildSettings,
 ) -> Result<BuildPlan, PlanError> {
-    let package: Option<serde_json::Value> = tree
-        .read_to_string("package.json")
-        .map(|text| serde_json::from_str(&text).map_err(|e| PlanError(e.to_string())))
-        .transpose()?;
+    detect_plan_in(tree, None, settings)
+}
+
+/// [`detect_plan`] for an app that may be one package of a `workspace`: the framework
+/// is the app's, the package manager and install are the workspace's.
+pub fn detect_plan_in(
+    tree: &dyn SourceTree,
+    workspace: Option<&Workspace>,
+    settings: &BuildSettings,
+) -> Result<BuildPlan, PlanError> {
+    let package = read_package(tree)?;
     let app = App {
         tree,
         package: package.as_ref(),
     };
     let preset = presets::detect(&app);
-    let node = package.as_ref().map(|package| node_setup(tree, package));
+    let node = match (workspace, &package) {
+        (Some(workspace), Some(_)) => {
+            let root_package = read_package(workspace.tree)?.unwrap_or_default();
+            Some(node_setup(workspace.tree, &root_package))
+        }
+        _ => package.as_ref().map(|package| node_setup(tree, package)),
+    };
     let manager = node.as_ref().map(|node| node.manager);
     let build_command = build_command(preset.build, &app, manager);
     let mut plan = BuildPlan {
@@ -182,6 +225,9 @@ pub fn detect_plan(
             .map(|folder| folder.to_string())
             .collect(),
         tool: preset.tool.map(str::to_string),
+        install_dir: workspace
+            .filter(|_| package.is_some())
+            .map(|w| w.path.clone()),
     };
     if let Some(install) = &settings.install_command {
         plan.install_command = non_empty(install);
@@ -259,10 +305,11 @@ pub fn resolve_root_dir(settings: &BuildSettings, file: Option<&ProjectConfig>) 
 /// from. A command set to "" (in the settings or the file) runs nothing.
 pub fn resolve_plan(
     tree: &dyn SourceTree,
+    workspace: Option<&Workspace>,
     settings: &BuildSettings,
     file: Option<&ProjectConfig>,
 ) -> Result<(BuildPlan, Vec<Setting>), PlanError> {
-    let mut plan = detect_plan(tree, &BuildSettings::default())?;
+    let mut plan = detect_plan_in(tree, workspace, &BuildSettings::default())?;
     let from_file = |field: fn(&ConfigBuild) -> &Option<String>| {
         file.and_then(|f| {
             field(&f.build)
@@ -704,7 +751,8 @@ mod tests {
             "[build]\nbase = \"web\"\ncommand = \"npm run build:site\"\npublish = \"site\"\n",
         )
         .unwrap();
-        let (plan, settings) = resolve_plan(&tree, &BuildSettings::default(), Some(&file)).unwrap();
+        let (plan, settings) =
+            resolve_plan(&tree, None, &BuildSettings::default(), Some(&file)).unwrap();
         assert_eq!(plan.build_command.as_deref(), Some("npm run build:site"));
         assert_eq!(plan.output_dir, "site");
         let shown: Vec<String> = settings.iter().map(ToString::to_string).collect();
@@ -727,7 +775,7 @@ mod tests {
             build_command: Some(String::new()),
             ..Default::default()
         };
-        let (plan, settings) = resolve_plan(&tree, &project, Some(&file)).unwrap();
+        let (plan, settings) = resolve_plan(&tree, None, &project, Some(&file)).unwrap();
         assert_eq!(plan.build_command, None);
         assert_eq!(plan.output_dir, "public");
         assert_eq!(
@@ -745,7 +793,7 @@ mod tests {
         )
         .unwrap();
         let (plan, settings) =
-            resolve_plan(&tree, &BuildSettings::default(), Some(&vercel)).unwrap();
+            resolve_plan(&tree, None, &BuildSettings::default(), Some(&vercel)).unwrap();
         assert_eq!(plan.output_dir, "build/web");
         assert_eq!(plan.install_command, None);
         assert_eq!(settings[0].origin, Origin::File(ConfigFile::VercelJson));
@@ -753,6 +801,49 @@ mod tests {
             settings[1].to_string(),
             "build command: npm run build (detected)"
         );
+    }
+
+    #[test]
+    fn an_app_of_a_workspace_installs_at_the_workspace_root_with_its_manager() {
+        let app = Tree(
+            [(
+                "package.json",
+                r#"{"name":"site","scripts":{"build":"vite build"},"devDependencies":{"vite":"5"}}"#,
+            )]
+            .into_iter()
+            .collect(),
+        );
+        let root = Tree(
+            [
+                (
+                    "package.json",
+                    r#"{"private":true,"workspaces":["packages/*"]}"#,
+                ),
+                ("pnpm-lock.yaml", ""),
+                ("pnpm-workspace.yaml", "packages:\n  - packages/*\n"),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        assert!(Workspace::declared_in(&root));
+        assert!(!Workspace::declared_in(&app));
+        let workspace = Workspace {
+            tree: &root,
+            path: ".".into(),
+        };
+        let plan = detect_plan_in(&app, Some(&workspace), &BuildSettings::default()).unwrap();
+        assert_eq!(plan.framework, "vite");
+        assert_eq!(plan.package_manager, Some(PackageManager::Pnpm));
+        assert_eq!(
+            plan.package_manager_source.as_deref(),
+            Some("pnpm-lock.yaml")
+        );
+        assert_eq!(
+            plan.install_command.as_deref(),
+            Some("pnpm install --frozen-lockfile")
+        );
+        assert_eq!(plan.build_command.as_deref(), Some("pnpm run build"));
+        assert_eq!(plan.install_dir.as_deref(), Some("."));
     }
 
     #[test]
