@@ -439,5 +439,5 @@ async fn a_node_version_this_platform_lacks_is_warned_about_locally() {
     let warning = format!(
         "Warning: Node.js {local} on this platform does not satisfy .nvmrc \"99\"; the build runs on it anyway"
     );
-    assert!(log.iter().any(|m| *m == warning), "{warning}: {log:#?}");
+    assert!(log.contains(&warning), "{warning}: {log:#?}");
 }
