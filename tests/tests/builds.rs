@@ -441,3 +441,49 @@ async fn a_node_version_this_platform_lacks_is_warned_about_locally() {
     );
     assert!(log.contains(&warning), "{warning}: {log:#?}");
 }
+
+/// A build that swaps its app folder for a link (so that the builder's cache and
+/// output steps would act somewhere else) fails, and nothing is uploaded.
+#[tokio::test]
+async fn a_build_that_replaces_its_app_folder_by_a_link_fails() {
+    let api = Api::new_account("folder swap user").await;
+    let repo = Repo::from_fixture("");
+    repo.write("app/index.html", "<h1>app</h1>\n")
+        .write("app/package.json", r#"{"name": "swap", "private": true}"#);
+    repo.commit("app in a folder");
+    let project = api
+        .create_project(json!({
+            "name": "folder swap",
+            "git_url": repo.url(),
+            "build": {
+                "root_dir": "app",
+                "install_command": "cd .. && mv app real && ln -s real app",
+                "build_command": ""
+            }
+        }))
+        .await;
+    let deployment = api.deploy(project["id"].as_str().unwrap()).await;
+    let id = deployment["id"].as_str().unwrap();
+    let done = api.wait_final(id).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    assert_eq!(
+        done["error"],
+        "the install command replaced the app folder (or a folder above it) by a link; nothing was uploaded",
+        "{done}"
+    );
+    let staged = object_store()
+        .list(&format!("staging/{id}/"))
+        .await
+        .unwrap();
+    assert!(
+        staged.iter().all(|key| key.ends_with("build-spec.json")),
+        "{staged:?}"
+    );
+    assert!(
+        object_store()
+            .list(&format!("manifests/{id}"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -13,12 +13,22 @@ fn root() -> PathBuf {
     manifest_dir().join("..")
 }
 
+/// An object the platform published. The local S3 server (s3s-fs) can fail a read
+/// with "streaming error" while the platform rewrites that object (a writer re-checks
+/// and rewrites the production record); S3 itself replaces objects atomically, so a
+/// read that fails that way is tried again.
 async fn object(key: &str) -> Value {
-    let bytes = object_store()
-        .get(key)
-        .await
-        .expect("s3")
-        .unwrap_or_else(|| panic!("{key} was not published"));
+    let mut attempt = 0;
+    let bytes = loop {
+        match object_store().get(key).await {
+            Ok(found) => break found.unwrap_or_else(|| panic!("{key} was not published")),
+            Err(e) if attempt < 5 && e.to_string().contains("streaming error") => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("s3: {e:?}"),
+        }
+    };
     serde_json::from_slice(&bytes).expect("JSON")
 }
 

@@ -16,6 +16,7 @@ use deploysphere_core::{
 use tokio::sync::mpsc;
 
 use crate::cache::{self, CacheEntry, Restored, Saved};
+use crate::node::NodeChoice;
 use crate::report::Reporter;
 use crate::sandbox::{self, Exit, Sandbox, WORKSPACE};
 use crate::upload::{self, OutputFile, UploadStats};
@@ -90,6 +91,8 @@ struct Source {
     node_bin: Option<PathBuf>,
     /// The install command is detection's (not the project's or the config file's).
     install_detected: bool,
+    /// What else the build cache's key holds: the Node.js line and the CPU.
+    cache_variant: String,
 }
 
 pub(crate) struct Build<'a> {
@@ -289,19 +292,43 @@ impl<'a> Build<'a> {
     /// settles each setting: the project's, else the file's, else detection's.
     async fn plan(&mut self, checkout: Checkout) -> Result<(Source, BuildPlan), Failure> {
         let settings = &self.spec.settings;
-        let config_dir = match &settings.root_dir {
-            Some(dir) => Self::folder_of(&checkout.dir, dir, "root_dir")?,
-            None => checkout.dir.clone(),
+        let app_dir = match &settings.root_dir {
+            Some(dir) => Some(Self::folder_of(&checkout.dir, dir, "root_dir")?),
+            None => None,
         };
+        // The app folder's config file, else the repository root's (a monorepo's
+        // netlify.toml at the top, as Netlify reads it).
+        let config_dir = app_dir
+            .iter()
+            .find(|dir| {
+                ["vercel.json", "netlify.toml"]
+                    .iter()
+                    .any(|f| dir.join(f).is_file())
+            })
+            .cloned()
+            .unwrap_or_else(|| checkout.dir.clone());
         let read = |name: &str| std::fs::read_to_string(config_dir.join(name)).ok();
-        let file = parse_project_config(
+        let mut file = parse_project_config(
             read("vercel.json").as_deref(),
             read("netlify.toml").as_deref(),
         )
         .map_err(|e| Failure(format!("{e}")))?;
-        if let Some(file) = &file {
+        if let Some(file) = &mut file {
+            // netlify.toml's `[context.production]` (and the branch's) over `[build]`.
+            let merged = file.build_for_context("production", &self.spec.git_ref);
+            file.build = merged.build;
+            file.environment = merged.environment;
+            let shown = config_dir
+                .strip_prefix(&checkout.dir)
+                .ok()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(|p| format!("{}/", p.display()))
+                .unwrap_or_default();
             self.reporter
-                .system(format!("Reading build settings from {}", file.file.name()))
+                .system(format!(
+                    "Reading build settings from {shown}{}",
+                    file.file.name()
+                ))
                 .await;
             for warning in &file.warnings {
                 self.reporter.system(format!("Warning: {warning}")).await;
@@ -309,8 +336,8 @@ impl<'a> Build<'a> {
         }
         let root_setting = resolve_root_dir(settings, file.as_ref());
         let root_rel = root_setting.value.clone().unwrap_or_else(|| ".".into());
-        let root = if root_setting.origin == Origin::Project {
-            config_dir
+        let root = if let (Origin::Project, Some(dir)) = (root_setting.origin, &app_dir) {
+            dir.clone()
         } else {
             Self::folder_of(&checkout.dir, &root_rel, "the root folder")?
         };
@@ -375,11 +402,16 @@ impl<'a> Build<'a> {
                 .await;
         }
         let file_env = file.map(|f| f.environment).unwrap_or_default();
-        let node_bin = if plan.package_manager.is_some() {
-            self.choose_node(&root, &file_env).await?
-        } else {
-            None
+        let node = match plan.package_manager {
+            Some(_) => Some(self.choose_node(&checkout.dir, &root, &file_env).await?),
+            None => None,
         };
+        let node_bin = node.as_ref().and_then(|n| n.bin_dir.clone());
+        // Native addons in node_modules are built for one Node.js line and CPU.
+        let node_line = node.as_ref().and_then(|n| n.version).map_or_else(
+            || "node-unknown".to_string(),
+            |v| format!("node{}", v.major),
+        );
         let _ = self
             .reporter
             .event(BuildEventKind::Planned {
@@ -413,6 +445,7 @@ impl<'a> Build<'a> {
             install_root,
             file_env,
             node_bin,
+            cache_variant: format!("{node_line}-{}", std::env::consts::ARCH),
             install_detected: detected("install command"),
         };
         Ok((source, plan))
@@ -422,12 +455,16 @@ impl<'a> Build<'a> {
     /// project's variables or the config file's, as on Netlify) or `engines.node`.
     async fn choose_node(
         &mut self,
+        checkout: &Path,
         root: &Path,
         file_env: &BTreeMap<String, String>,
-    ) -> Result<Option<PathBuf>, Failure> {
+    ) -> Result<NodeChoice, Failure> {
         let read = |name: &str| std::fs::read_to_string(root.join(name)).ok();
         let package = read("package.json").and_then(|text| serde_json::from_str(&text).ok());
-        let (nvmrc, node_version) = (read(".nvmrc"), read(".node-version"));
+        // The app folder's version files, else the repository root's (a monorepo's).
+        let read_up =
+            |name: &str| read(name).or_else(|| std::fs::read_to_string(checkout.join(name)).ok());
+        let (nvmrc, node_version) = (read_up(".nvmrc"), read_up(".node-version"));
         let from_files = node_requirement(None, nvmrc.as_deref(), node_version.as_deref());
         let from_variable = self
             .spec
@@ -449,11 +486,11 @@ impl<'a> Build<'a> {
                 .await
                 .map_err(|e| Failure(format!("could not choose the Node.js version: {e}")))?
                 .map_err(Failure)?;
-        self.reporter.system(choice.message).await;
-        if let Some(warning) = choice.warning {
+        self.reporter.system(&choice.message).await;
+        if let Some(warning) = &choice.warning {
             self.reporter.system(format!("Warning: {warning}")).await;
         }
-        Ok(choice.bin_dir)
+        Ok(choice)
     }
 
     /// This build's cache entry, or `None` when the cache is off (for the project or
@@ -463,6 +500,7 @@ impl<'a> Build<'a> {
             &self.spec.project_id,
             plan,
             &source.install_root,
+            &source.cache_variant,
             self.config.cache_cap_bytes,
         )?;
         let reason = if self.spec.no_cache {
@@ -672,6 +710,15 @@ impl<'a> Build<'a> {
             self.reporter.line(stream, &line).await;
         }
         match exit {
+            Ok((Exit::Code(0), _))
+                if !cache::is_real_path(&source.checkout, &source.root)
+                    || !cache::is_real_path(&source.checkout, &source.install_root) =>
+            {
+                // What the builder does next (caches, output) must stay in the checkout.
+                Err(Failure(format!(
+                    "the {name} command replaced the app folder (or a folder above it) by a link; nothing was uploaded"
+                )))
+            }
             Ok((Exit::Code(0), command_time)) => {
                 let own = command_time.as_secs_f64();
                 let setup = started.elapsed().as_secs_f64() - own;
@@ -789,6 +836,9 @@ async fn bun_tool(tools: &Path, version: &str) -> Result<String, String> {
         }
     };
     let prefix = tools.join("bun");
+    // A cache of its own, new and empty: the build cache's npm folder is the previous
+    // build's to write, and this npm runs outside the sandbox.
+    let npm_cache = tools.with_file_name("bun-npm-cache");
     let mut npm = tokio::process::Command::new("npm");
     npm.env_clear();
     let ca = Path::new(CA_BUNDLE);
@@ -802,13 +852,15 @@ async fn bun_tool(tools: &Path, version: &str) -> Result<String, String> {
             "--no-package-lock",
             "--no-audit",
             "--no-fund",
+            "--ignore-scripts",
+            "--prefer-online",
             "--prefix",
         ])
         .arg(&prefix)
         .arg(format!("{package}@{version}"))
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", tools)
-        .env("npm_config_cache", tools.join("cache/npm"))
+        .env("HOME", &npm_cache)
+        .env("npm_config_cache", &npm_cache)
         .output()
         .await
         .map_err(|e| {

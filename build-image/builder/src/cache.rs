@@ -71,18 +71,22 @@ impl CacheEntry {
     }
 
     /// The entry of this build: `build-cache/<project>/<manager>-<hash>.tar`, where the
-    /// hash is of package.json and the manager's lockfile: the restored `node_modules`
-    /// is then what the same install of the same files made. `None` for a build without
+    /// hash is of `variant` (the Node.js line and CPU), package.json and the manager's
+    /// lockfile: the restored `node_modules` is then what the same install of the same
+    /// files made, on the same Node.js. `None` for a build without
     /// a package manager: nothing to cache.
     pub fn for_build(
         project_id: &str,
         plan: &BuildPlan,
         root: &Path,
+        variant: &str,
         cap_bytes: u64,
     ) -> Option<CacheEntry> {
         let manager = plan.package_manager?;
         plan.install_command.as_ref()?;
         let mut digest = Sha256::new();
+        digest.update(variant.as_bytes());
+        digest.update(b"\0");
         digest.update(std::fs::read(root.join("package.json")).ok()?);
         if let Some(lockfile) = manager
             .lockfiles()
@@ -173,7 +177,8 @@ pub async fn restore(
 fn unpack(archive: &Path, target: &Path) -> Result<(), CacheError> {
     std::fs::create_dir_all(target)?;
     let mut archive = tar::Archive::new(std::fs::File::open(archive)?);
-    archive.set_preserve_permissions(true);
+    // Modes without setuid, setgid or sticky bits.
+    archive.set_preserve_permissions(false);
     archive.set_preserve_mtime(true);
     archive.set_overwrite(true);
     for entry in archive.entries()? {
@@ -182,6 +187,11 @@ fn unpack(archive: &Path, target: &Path) -> Result<(), CacheError> {
         // Plain files, folders and links only: no devices, fifos or hard links (a
         // hard link could name a file outside the archive's folder).
         if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
+            continue;
+        }
+        // Only the two folders an archive holds.
+        let path = entry.path()?.into_owned();
+        if !(path.starts_with("pm") || path.starts_with("app")) {
             continue;
         }
         // Refuses paths with `..` and any that would pass through a link.
@@ -198,8 +208,10 @@ pub fn move_dependencies(framework: &Path, root: &Path) -> bool {
     is_real_dir(&from) && to.symlink_metadata().is_err() && std::fs::rename(&from, &to).is_ok()
 }
 
-/// Moves the restored framework caches into the app folder, each only where the
-/// install step did not create it.
+/// Moves the restored framework caches into the app folder (`root`, a real folder:
+/// see [`is_real_path`]), each only where the install step did not create it. Returns
+/// the top folders it created or moved (`.next` for `.next/cache`), for the caller to
+/// hand to the sandbox's uid.
 pub fn move_into(framework: &Path, root: &Path) -> Vec<&'static str> {
     let mut moved = Vec::new();
     for cache in FRAMEWORK_CACHES {
@@ -208,15 +220,31 @@ pub fn move_into(framework: &Path, root: &Path) -> Vec<&'static str> {
         if !is_real_dir(&from) || to.symlink_metadata().is_ok() {
             continue;
         }
-        // The parent must be a real folder of the app, not a link the build left.
+        let top = cache.split('/').next().unwrap_or(cache);
+        let created_top = root.join(top).symlink_metadata().is_err();
+        // Each folder on the way must be a real folder of the app, not a link the
+        // build left.
         let parent_ok = to
             .parent()
-            .is_some_and(|p| p == root || std::fs::create_dir_all(p).is_ok() && is_real_dir(p));
+            .is_some_and(|p| std::fs::create_dir_all(p).is_ok() && is_real_path(root, p));
         if parent_ok && std::fs::rename(&from, &to).is_ok() {
-            moved.push(*cache);
+            moved.push(if created_top { top } else { *cache });
         }
     }
     moved
+}
+
+/// Whether `path`, a folder at or under `root`, has no link on the way from `root`
+/// (and `root` resolves to itself).
+pub fn is_real_path(root: &Path, path: &Path) -> bool {
+    let Ok(rest) = path.strip_prefix(root) else {
+        return false;
+    };
+    root.canonicalize().is_ok_and(|real| real == root)
+        && rest
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .all(|a| is_real_dir(&root.join(a)))
 }
 
 fn is_real_dir(path: &Path) -> bool {
@@ -433,6 +461,15 @@ mod tests {
         assert!(root.join("node_modules/.vite/deps").is_dir());
         let moved = move_into(&framework, &root);
         assert_eq!(moved, vec![".astro"]);
+        // A parent the build replaced by a link is not followed.
+        let elsewhere = dir.join("elsewhere-next");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let linked = dir.join("linked");
+        std::fs::create_dir_all(&linked).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, linked.join(".next")).unwrap();
+        std::fs::create_dir_all(framework.join(".next/cache")).unwrap();
+        assert!(move_into(&framework, &linked).is_empty());
+        assert!(!elsewhere.join("cache").exists());
         // A checkout that has its own node_modules keeps it.
         let other = dir.join("other");
         std::fs::create_dir_all(other.join("node_modules")).unwrap();

@@ -3,18 +3,17 @@
 //! the build settings, and a later step applies the routing rules.
 //!
 //! How the caller uses it:
-//! 1. Read `vercel.json` and `netlify.toml` from the project's root folder: the repository
-//!    root, or the project's `root_dir` when it sets one (vercel.json lives in Vercel's
-//!    Root Directory; a netlify.toml may sit in the base folder of a monorepo).
+//! 1. Read `vercel.json` and `netlify.toml` from the project's `root_dir` when it sets one
+//!    (vercel.json lives in Vercel's Root Directory; a netlify.toml may sit in the base
+//!    folder of a monorepo), else, or when that folder has neither, the repository root.
 //! 2. [`parse_project_config`] picks one file ([`which_config`] says which) and parses it.
-//! 3. [`ProjectConfig::build_for_context`] with `"production"` gives the build settings;
-//!    [`ConfigBuild::apply_to`] lays them over the project's own settings.
+//! 3. [`ProjectConfig::build_for_context`] with `"production"` gives the build settings,
+//!    which `plan::resolve_plan` settles against the project's and detection's.
 //!
-//! Precedence, as both platforms document it: a setting in the file overrides the same
-//! setting in the dashboard (here: the project's [`BuildSettings`]), which overrides
-//! detection. The one exception is `root_dir`: a project that sets it has already chosen
-//! the app's folder, and the file was read from inside it, so the file's `base` is not
-//! applied again (Netlify likewise ignores `base` in a netlify.toml found in the base folder).
+//! Precedence here: the project's own [`BuildSettings`](crate::plan::BuildSettings) (set through the API, on purpose,
+//! for this platform) override the file, which overrides detection. Netlify and Vercel
+//! document the other order for their dashboards (the file wins); a DeploySphere project
+//! setting is the more specific choice, and the build log names each setting's origin.
 //!
 //! Paths: netlify.toml's `publish` is relative to `base` when `base` is set and to the
 //! repository root otherwise (Netlify's file-based configuration docs; @netlify/config
@@ -32,7 +31,6 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Fault;
-use crate::plan::BuildSettings;
 use crate::validate;
 
 /// Which config file a setting or rule came from.
@@ -132,22 +130,6 @@ pub struct ConfigBuild {
 }
 
 impl ConfigBuild {
-    /// The project's settings with this file's settings over them, except `root_dir`:
-    /// the project's `root_dir`, when set, wins (see the module doc). Fields a config file
-    /// cannot set (the timeout, the cache switch) stay the project's.
-    pub fn apply_to(&self, settings: &BuildSettings) -> BuildSettings {
-        let pick = |file: &Option<String>, project: &Option<String>| {
-            file.clone().or_else(|| project.clone())
-        };
-        BuildSettings {
-            root_dir: settings.root_dir.clone().or_else(|| self.root_dir.clone()),
-            install_command: pick(&self.install_command, &settings.install_command),
-            build_command: pick(&self.build_command, &settings.build_command),
-            output_dir: pick(&self.output_dir, &settings.output_dir),
-            ..settings.clone()
-        }
-    }
-
     /// Each field `other` sets replaces this one's.
     fn overlay(&mut self, other: &ConfigBuild) {
         let fields = [
@@ -2077,34 +2059,5 @@ command = "npm run deploy"
         assert_eq!(parse_project_config(None, None), Ok(None));
         // The ignored file is not read, so its mistakes don't matter.
         assert!(parse_project_config(Some("{"), Some(netlify_toml)).is_ok());
-    }
-
-    #[test]
-    fn file_settings_go_over_the_projects() {
-        let config = netlify("[build]\nbase = \"apps/web\"\ncommand = \"pnpm build\"\n");
-        let project = BuildSettings {
-            build_command: some("npm run build"),
-            install_command: some("npm ci"),
-            timeout_seconds: Some(600),
-            ..BuildSettings::default()
-        };
-        let settings = config
-            .build_for_context("production", "main")
-            .build
-            .apply_to(&project);
-        assert_eq!(
-            settings,
-            BuildSettings {
-                root_dir: some("apps/web"),
-                install_command: some("npm ci"),
-                build_command: some("pnpm build"),
-                ..project.clone()
-            }
-        );
-        let project = BuildSettings {
-            root_dir: some("apps/docs"),
-            ..BuildSettings::default()
-        };
-        assert_eq!(config.build.apply_to(&project).root_dir, some("apps/docs"));
     }
 }
