@@ -5,6 +5,22 @@
 use deploysphere_e2e::*;
 use serde_json::{Value, json};
 
+/// The whole log of a finished deployment: its lines reach ClickHouse in batches, so
+/// this waits for the builder's last line ("Deployed …" or "Build failed: …").
+async fn final_log(api: &Api, id: &str) -> Vec<String> {
+    let started = std::time::Instant::now();
+    loop {
+        let log = messages(&api.logs(id).await);
+        let ended = log
+            .iter()
+            .any(|m| m.starts_with("Deployed ") || m.starts_with("Build failed: "));
+        if ended || started.elapsed() > std::time::Duration::from_secs(30) {
+            return log;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// The phase names of a finished deployment, in order.
 fn phase_names(deployment: &Value) -> Vec<String> {
     deployment["phases"]
@@ -43,7 +59,7 @@ async fn a_redeploy_of_an_unchanged_vite_project_restores_the_build_cache() {
     let first = api.deploy(pid).await;
     let first_id = first["id"].as_str().unwrap();
     let first = api.wait_final(first_id).await;
-    let log = messages(&api.logs(first_id).await);
+    let log = final_log(&api, first_id).await;
     assert_eq!(first["state"], "READY", "{first} {log:#?}");
     assert!(
         log.iter()
@@ -90,7 +106,7 @@ async fn a_redeploy_of_an_unchanged_vite_project_restores_the_build_cache() {
     let second = api.deploy(pid).await;
     let second_id = second["id"].as_str().unwrap();
     let second = api.wait_final(second_id).await;
-    let log = messages(&api.logs(second_id).await);
+    let log = final_log(&api, second_id).await;
     assert_eq!(second["state"], "READY", "{second} {log:#?}");
     let restored = log
         .iter()
@@ -134,7 +150,7 @@ async fn a_redeploy_of_an_unchanged_vite_project_restores_the_build_cache() {
     assert_eq!(third.body["no_cache"], true);
     let third_id = third.body["id"].as_str().unwrap();
     let third = api.wait_final(third_id).await;
-    let log = messages(&api.logs(third_id).await);
+    let log = final_log(&api, third_id).await;
     assert_eq!(third["state"], "READY", "{third} {log:#?}");
     assert!(
         log.iter()
@@ -180,7 +196,7 @@ async fn netlify_toml_publish_folder_is_deployed() {
     let deployment = api.deploy(project["id"].as_str().unwrap()).await;
     let id = deployment["id"].as_str().unwrap();
     let done = api.wait_final(id).await;
-    let log = messages(&api.logs(id).await);
+    let log = final_log(&api, id).await;
     assert_eq!(done["state"], "READY", "{done} {log:#?}");
     for line in [
         "Reading build settings from netlify.toml",
@@ -213,7 +229,7 @@ async fn vercel_json_output_directory_is_deployed_and_project_settings_win() {
     let deployment = api.deploy(pid).await;
     let id = deployment["id"].as_str().unwrap();
     let done = api.wait_final(id).await;
-    let log = messages(&api.logs(id).await);
+    let log = final_log(&api, id).await;
     assert_eq!(done["state"], "READY", "{done} {log:#?}");
     for line in [
         "Reading build settings from vercel.json",
@@ -244,7 +260,7 @@ async fn vercel_json_output_directory_is_deployed_and_project_settings_win() {
     let second = api.deploy(pid).await;
     let second_id = second["id"].as_str().unwrap();
     let done = api.wait_final(second_id).await;
-    let log = messages(&api.logs(second_id).await);
+    let log = final_log(&api, second_id).await;
     assert_eq!(done["state"], "READY", "{done} {log:#?}");
     assert!(
         log.iter()
@@ -286,7 +302,7 @@ async fn builds_ready(fixture: &str, needle: &str) -> Vec<String> {
     let deployment = api.deploy(project["id"].as_str().unwrap()).await;
     let id = deployment["id"].as_str().unwrap();
     let done = api.wait_final(id).await;
-    let log = messages(&api.logs(id).await);
+    let log = final_log(&api, id).await;
     assert_eq!(done["state"], "READY", "{done} {log:#?}");
     wait_served(&host(project["slug"].as_str().unwrap()), "/", needle).await;
     log
@@ -386,7 +402,7 @@ async fn an_npm_workspace_package_builds_with_root_dir() {
         let deployment = api.deploy(pid).await;
         let id = deployment["id"].as_str().unwrap();
         let done = api.wait_final(id).await;
-        let log = messages(&api.logs(id).await);
+        let log = final_log(&api, id).await;
         assert_eq!(done["state"], "READY", "{round}: {done} {log:#?}");
         for line in [
             "Workspace root: . (the monorepo the app belongs to): the install runs there",
@@ -426,7 +442,7 @@ async fn a_node_version_this_platform_lacks_is_warned_about_locally() {
     let deployment = api.deploy(project["id"].as_str().unwrap()).await;
     let id = deployment["id"].as_str().unwrap();
     let done = api.wait_final(id).await;
-    let log = messages(&api.logs(id).await);
+    let log = final_log(&api, id).await;
     assert_eq!(done["state"], "READY", "{done} {log:#?}");
     let local = std::process::Command::new("node")
         .arg("--version")
@@ -485,5 +501,33 @@ async fn a_build_that_replaces_its_app_folder_by_a_link_fails() {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// A lockfile that disagrees with package.json fails the frozen install, and the
+/// deployment's error is npm's own reason, not only an exit code.
+#[tokio::test]
+async fn a_lockfile_out_of_sync_fails_with_the_managers_own_message() {
+    let api = Api::new_account("stale lockfile user").await;
+    let repo = Repo::from_fixture("vite-site");
+    let package = std::fs::read_to_string(repo.path().join("package.json")).unwrap();
+    repo.write(
+        "package.json",
+        &package.replace(
+            r#""vite": "5.4.11""#,
+            r#""vite": "5.4.11", "is-number": "7.0.0""#,
+        ),
+    );
+    repo.commit("a dependency the lockfile lacks");
+    let project = api
+        .create_project(json!({"name": "stale lockfile", "git_url": repo.url()}))
+        .await;
+    let deployment = api.deploy(project["id"].as_str().unwrap()).await;
+    let done = api.wait_final(deployment["id"].as_str().unwrap()).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    let error = done["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("the install command exited with status 1: npm error `npm ci` can only install packages when your package.json and package-lock.json"),
+        "{error}"
     );
 }

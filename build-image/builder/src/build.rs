@@ -700,15 +700,26 @@ impl<'a> Build<'a> {
         let sandbox = self.sandbox.as_ref().expect("prepared above");
         let run = sandbox.run(command, &workdir, remaining, tx);
         tokio::pin!(run);
+        let mut telling: Option<String> = None;
+        let mut note = |line: &str| {
+            if telling.is_none() {
+                telling = telling_error(line);
+            }
+        };
         let exit = loop {
             tokio::select! {
-                Some((stream, line)) = rx.recv() => self.reporter.line(stream, &line).await,
+                Some((stream, line)) = rx.recv() => {
+                    note(&line);
+                    self.reporter.line(stream, &line).await;
+                }
                 exit = &mut run => break exit,
             }
         };
         while let Ok((stream, line)) = rx.try_recv() {
+            note(&line);
             self.reporter.line(stream, &line).await;
         }
+        let said = telling.map(|line| format!(": {line}")).unwrap_or_default();
         match exit {
             Ok((Exit::Code(0), _))
                 if !cache::is_real_path(&source.checkout, &source.root)
@@ -730,7 +741,7 @@ impl<'a> Build<'a> {
                 Ok(())
             }
             Ok((exit, _)) => Err(Failure(format!(
-                "the {name} command {exit}{}",
+                "the {name} command {exit}{said}{}",
                 disk_full_note(self.work)
             ))),
             Err(e) => Err(Failure(format!(
@@ -888,6 +899,43 @@ async fn bun_tool(tools: &Path, version: &str) -> Result<String, String> {
     ))
 }
 
+/// The line of a failed command's output that says what went wrong, in the tool's
+/// own words: the first that reads as an error sentence (at least six words, naming an
+/// error or a refusal), without colour codes, at most 300 characters. Package managers
+/// say why a frozen install refused (`npm ci` out of sync with package.json, pnpm's
+/// `ERR_PNPM_OUTDATED_LOCKFILE`, yarn's "explicitly forbidden") before pages of help.
+fn telling_error(line: &str) -> Option<String> {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte.
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        plain.push(c);
+    }
+    let plain = plain.trim();
+    let lower = plain.to_lowercase();
+    let names_error = ["error", "err_", "forbidden", "failed"]
+        .iter()
+        .any(|word| lower.contains(word));
+    let sentence = plain.split_whitespace().count() >= 6;
+    (names_error && sentence && !lower.contains("complete log of this run")).then(|| {
+        let mut cut: String = plain.chars().take(300).collect();
+        if cut.len() < plain.len() {
+            cut.push('…');
+        }
+        cut
+    })
+}
+
 /// The closest folder above the app folder, up to the checkout's root, that declares
 /// workspaces (see [`Workspace::declared_in`]); `None` for an app at the root or
 /// outside any.
@@ -904,4 +952,47 @@ fn installed(tool: &str) -> bool {
     ["/usr/local/bin", "/usr/bin", "/bin"]
         .iter()
         .any(|dir| Path::new(dir).join(tool).is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::telling_error;
+
+    /// Real messages of frozen installs that disagree with package.json, and lines that
+    /// are not the reason.
+    #[test]
+    fn the_reason_line_of_a_failed_install_is_found() {
+        for (line, told) in [
+            (
+                "npm error `npm ci` can only install packages when your package.json and package-lock.json or npm-shrinkwrap.json are in sync. Please update your lock file with `npm install` before continuing.",
+                true,
+            ),
+            (
+                " ERR_PNPM_OUTDATED_LOCKFILE  Cannot install with \"frozen-lockfile\" because pnpm-lock.yaml is not up to date with <ROOT>/package.json",
+                true,
+            ),
+            (
+                "\u{1b}[94m➤\u{1b}[39m YN0028: │ The lockfile would have been modified by this install, which is explicitly forbidden.",
+                true,
+            ),
+            (
+                "error Your lockfile needs to be updated, but yarn was run with `--frozen-lockfile`.",
+                true,
+            ),
+            ("error: lockfile had changes, but lockfile is frozen", true),
+            ("npm error code EUSAGE", false),
+            ("npm error", false),
+            (
+                "npm error A complete log of this run can be found in: /tmp/home/.npm/_logs/x.log",
+                false,
+            ),
+            ("added 10 packages in 2s", false),
+        ] {
+            assert_eq!(telling_error(line).is_some(), told, "{line}");
+        }
+        assert_eq!(
+            telling_error("\u{1b}[94m➤\u{1b}[39m YN0028: │ The lockfile would have been modified by this install, which is explicitly forbidden.").unwrap(),
+            "➤ YN0028: │ The lockfile would have been modified by this install, which is explicitly forbidden."
+        );
+    }
 }
