@@ -519,6 +519,11 @@ impl<'a> Build<'a> {
         Some(entry)
     }
 
+    /// What is left of the build's wall-clock limit.
+    fn time_left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
     fn tools(&self) -> PathBuf {
         self.work.join("tools")
     }
@@ -527,7 +532,9 @@ impl<'a> Build<'a> {
         let started = Instant::now();
         let tools_cache = self.tools().join("cache");
         let store = self.config.store();
-        match cache::restore(&store, entry, &tools_cache, &self.work.join("cache")).await {
+        let staging = self.work.join("cache");
+        let restore = cache::restore(&store, entry, &tools_cache, &staging);
+        match within(self.time_left(), restore).await {
             Ok(Restored::Missing) => {
                 self.reporter
                     .system("No build cache for this lockfile yet: installing from scratch")
@@ -557,15 +564,16 @@ impl<'a> Build<'a> {
     async fn save_cache(&mut self, entry: &CacheEntry, source: &Source) {
         let started = Instant::now();
         let store = self.config.store();
-        let saved = cache::save(
+        let (tools_cache, staging) = (self.tools().join("cache"), self.work.join("cache"));
+        let save = cache::save(
             &store,
             entry,
-            &self.tools().join("cache"),
+            &tools_cache,
             &source.install_root,
             &source.root,
-            &self.work.join("cache"),
-        )
-        .await;
+            &staging,
+        );
+        let saved = within(self.time_left(), save).await;
         let message = match saved {
             Ok(Saved::Stored { bytes, evicted }) => format!(
                 "Saved build cache ({}) in {}{}",
@@ -629,7 +637,14 @@ impl<'a> Build<'a> {
         }
         if plan.package_manager == Some(PackageManager::Bun) {
             let version = plan.package_manager_version.as_deref().unwrap_or("latest");
-            let installed = bun_tool(&tools, version).await.map_err(Failure)?;
+            let installed = tokio::time::timeout(self.time_left(), bun_tool(&tools, version))
+                .await
+                .map_err(|_| {
+                    Failure(format!(
+                        "could not fetch bun {version} before the build's time limit"
+                    ))
+                })?
+                .map_err(Failure)?;
             self.reporter.system(installed).await;
             path = format!("{}/bin:{path}", sandbox::TOOLS);
         }
@@ -824,6 +839,19 @@ async fn corepack_shims(tools: &Path, node_bin: Option<&Path>) -> Result<(), Str
     Ok(())
 }
 
+/// A cache step bounded by the build's time left: past it, the step is an error (the
+/// build goes on without the cache, or ends on time).
+async fn within<T>(
+    left: Duration,
+    step: impl std::future::Future<Output = Result<T, cache::CacheError>>,
+) -> Result<T, cache::CacheError> {
+    tokio::time::timeout(left, step).await.unwrap_or_else(|_| {
+        Err(cache::CacheError::Other(
+            "the build's time limit came first".into(),
+        ))
+    })
+}
+
 /// Installs bun `version` (as `packageManager` pins it, else `latest`) from its npm
 /// package for this machine (`@oven/bun-linux-x64`, `-baseline` without AVX2,
 /// `-aarch64`) into `tools/bun`, with `bun` and `bunx` in `tools/bin`. It runs outside
@@ -851,7 +879,7 @@ async fn bun_tool(tools: &Path, version: &str) -> Result<String, String> {
     // build's to write, and this npm runs outside the sandbox.
     let npm_cache = tools.with_file_name("bun-npm-cache");
     let mut npm = tokio::process::Command::new("npm");
-    npm.env_clear();
+    npm.env_clear().kill_on_drop(true);
     let ca = Path::new(CA_BUNDLE);
     if ca.exists() {
         npm.env("NODE_EXTRA_CA_CERTS", ca);
