@@ -21,6 +21,15 @@ async fn final_log(api: &Api, id: &str) -> Vec<String> {
     }
 }
 
+/// Deploys the project and waits for the end: the final deployment and its whole log.
+async fn deployed(api: &Api, project_id: &str) -> (Value, Vec<String>) {
+    let deployment = api.deploy(project_id).await;
+    let id = deployment["id"].as_str().unwrap();
+    let done = api.wait_final(id).await;
+    let log = final_log(api, id).await;
+    (done, log)
+}
+
 /// The phase names of a finished deployment, in order.
 fn phase_names(deployment: &Value) -> Vec<String> {
     deployment["phases"]
@@ -56,10 +65,7 @@ async fn a_redeploy_of_an_unchanged_vite_project_restores_the_build_cache() {
         .await;
     let pid = project["id"].as_str().unwrap();
 
-    let first = api.deploy(pid).await;
-    let first_id = first["id"].as_str().unwrap();
-    let first = api.wait_final(first_id).await;
-    let log = final_log(&api, first_id).await;
+    let (first, log) = deployed(&api, pid).await;
     assert_eq!(first["state"], "READY", "{first} {log:#?}");
     assert!(
         log.iter()
@@ -103,10 +109,7 @@ async fn a_redeploy_of_an_unchanged_vite_project_restores_the_build_cache() {
         "{cached:?}"
     );
 
-    let second = api.deploy(pid).await;
-    let second_id = second["id"].as_str().unwrap();
-    let second = api.wait_final(second_id).await;
-    let log = final_log(&api, second_id).await;
+    let (second, log) = deployed(&api, pid).await;
     assert_eq!(second["state"], "READY", "{second} {log:#?}");
     let restored = log
         .iter()
@@ -193,10 +196,7 @@ async fn netlify_toml_publish_folder_is_deployed() {
     let project = api
         .create_project(json!({"name": "netlify toml", "git_url": repo.url()}))
         .await;
-    let deployment = api.deploy(project["id"].as_str().unwrap()).await;
-    let id = deployment["id"].as_str().unwrap();
-    let done = api.wait_final(id).await;
-    let log = final_log(&api, id).await;
+    let (done, log) = deployed(&api, project["id"].as_str().unwrap()).await;
     assert_eq!(done["state"], "READY", "{done} {log:#?}");
     for line in [
         "Reading build settings from netlify.toml",
@@ -226,10 +226,7 @@ async fn vercel_json_output_directory_is_deployed_and_project_settings_win() {
         .create_project(json!({"name": "vercel json", "git_url": repo.url()}))
         .await;
     let pid = project["id"].as_str().unwrap();
-    let deployment = api.deploy(pid).await;
-    let id = deployment["id"].as_str().unwrap();
-    let done = api.wait_final(id).await;
-    let log = final_log(&api, id).await;
+    let (done, log) = deployed(&api, pid).await;
     assert_eq!(done["state"], "READY", "{done} {log:#?}");
     for line in [
         "Reading build settings from vercel.json",
@@ -257,10 +254,7 @@ async fn vercel_json_output_directory_is_deployed_and_project_settings_win() {
         .await;
     let pid = own["id"].as_str().unwrap();
     let slug = own["slug"].as_str().unwrap();
-    let second = api.deploy(pid).await;
-    let second_id = second["id"].as_str().unwrap();
-    let done = api.wait_final(second_id).await;
-    let log = final_log(&api, second_id).await;
+    let (done, log) = deployed(&api, pid).await;
     assert_eq!(done["state"], "READY", "{done} {log:#?}");
     assert!(
         log.iter()
@@ -299,10 +293,7 @@ async fn builds_ready(fixture: &str, needle: &str) -> Vec<String> {
     let project = api
         .create_project(json!({"name": fixture, "git_url": repo.url()}))
         .await;
-    let deployment = api.deploy(project["id"].as_str().unwrap()).await;
-    let id = deployment["id"].as_str().unwrap();
-    let done = api.wait_final(id).await;
-    let log = final_log(&api, id).await;
+    let (done, log) = deployed(&api, project["id"].as_str().unwrap()).await;
     assert_eq!(done["state"], "READY", "{done} {log:#?}");
     wait_served(&host(project["slug"].as_str().unwrap()), "/", needle).await;
     log
@@ -399,10 +390,7 @@ async fn an_npm_workspace_package_builds_with_root_dir() {
         .await;
     let pid = project["id"].as_str().unwrap();
     for round in ["first", "cached"] {
-        let deployment = api.deploy(pid).await;
-        let id = deployment["id"].as_str().unwrap();
-        let done = api.wait_final(id).await;
-        let log = final_log(&api, id).await;
+        let (done, log) = deployed(&api, pid).await;
         assert_eq!(done["state"], "READY", "{round}: {done} {log:#?}");
         for line in [
             "Workspace root: . (the monorepo the app belongs to): the install runs there",
@@ -439,10 +427,7 @@ async fn a_node_version_this_platform_lacks_is_warned_about_locally() {
     let project = api
         .create_project(json!({"name": "nvmrc", "git_url": repo.url()}))
         .await;
-    let deployment = api.deploy(project["id"].as_str().unwrap()).await;
-    let id = deployment["id"].as_str().unwrap();
-    let done = api.wait_final(id).await;
-    let log = final_log(&api, id).await;
+    let (done, log) = deployed(&api, project["id"].as_str().unwrap()).await;
     assert_eq!(done["state"], "READY", "{done} {log:#?}");
     let local = std::process::Command::new("node")
         .arg("--version")

@@ -323,35 +323,34 @@ pub fn resolve_plan(
             .map(|value| (value, Origin::Project))
             .or_else(|| from_file(field))
     };
-    let mut chosen = Vec::new();
-    let install = pick(&settings.install_command, |b| &b.install_command);
-    let origin = match install {
-        Some((command, origin)) => {
-            plan.install_command = non_empty(&command);
-            origin
+    // Each command: the chosen value ("" runs nothing), else detection's.
+    let settle = |name, slot: &mut Option<String>, chosen: Option<(String, Origin)>| {
+        let origin = match chosen {
+            Some((command, origin)) => {
+                *slot = non_empty(&command);
+                origin
+            }
+            None => Origin::Detected,
+        };
+        Setting {
+            name,
+            value: slot.clone(),
+            origin,
         }
-        None => Origin::Detected,
     };
-    chosen.push(Setting {
-        name: "install command",
-        value: plan.install_command.clone(),
-        origin,
-    });
-    let build = pick(&settings.build_command, |b| &b.build_command);
-    let origin = match build {
-        Some((command, origin)) => {
-            plan.build_command = non_empty(&command);
-            origin
-        }
-        None => Origin::Detected,
-    };
-    chosen.push(Setting {
-        name: "build command",
-        value: plan.build_command.clone(),
-        origin,
-    });
-    let output = pick(&settings.output_dir, |b| &b.output_dir);
-    let origin = match output {
+    let mut chosen = vec![
+        settle(
+            "install command",
+            &mut plan.install_command,
+            pick(&settings.install_command, |b| &b.install_command),
+        ),
+        settle(
+            "build command",
+            &mut plan.build_command,
+            pick(&settings.build_command, |b| &b.build_command),
+        ),
+    ];
+    let origin = match pick(&settings.output_dir, |b| &b.output_dir) {
         Some((folder, origin)) => {
             plan.output_dir = folder;
             origin
